@@ -1,0 +1,360 @@
+//! The per-VM request engine, free of host calls: request attributes, the time and a signature
+//! backend go in; a decision (forward with header changes, reply, or wait for keys) comes out.
+
+use crate::authz::{Action, AuthzDecision, DryRunOutcome};
+use crate::config::{JwtRule, LocationKind, Settings};
+use crate::error::{AuthnError, Denial, Reply};
+use crate::extract::extract;
+use crate::identity::Identity;
+use crate::jwks::{FetchId, FetchRequest, KeyLookup, KeyStore};
+use crate::jwt::crypto::SignatureBackend;
+use crate::jwt::verify::{check_claims, check_time, verify_signature, ClaimRules};
+use crate::jwt::{self, UntrustedJwt};
+use crate::metrics::{Metric, MetricSink};
+use crate::request::RequestAttrs;
+use crate::token_cache::{token_key, TokenCache, VerifiedToken};
+use serde_json::Value;
+use std::rc::Rc;
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Forward upstream after removing and setting these request headers.
+    Forward(Forward),
+    /// Reply locally (401/403).
+    Respond(Reply),
+    /// Keys are being fetched: pause the request and run it again when a fetch completes.
+    /// The listed fetches were started by this request and must be dispatched now.
+    Wait(Vec<FetchRequest>),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Forward {
+    pub remove_headers: Vec<String>,
+    pub set_headers: Vec<(String, String)>,
+    /// The identity policies saw (first valid token), for logs.
+    pub principal: Option<String>,
+}
+
+/// Outcome of one token.
+enum TokenResult {
+    Valid(Rc<VerifiedToken>),
+    Invalid(AuthnError),
+    Wait(Option<FetchRequest>),
+}
+
+pub struct Engine {
+    pub settings: Rc<Settings>,
+    pub keys: KeyStore,
+    pub cache: TokenCache,
+}
+
+impl Engine {
+    pub fn new(settings: Rc<Settings>) -> Engine {
+        let keys = KeyStore::new(&settings);
+        let cache = TokenCache::new(settings.token_cache_size);
+        Engine { settings, keys, cache }
+    }
+
+    /// Decides a request. `now_ms` is Unix time in milliseconds.
+    pub fn on_request(
+        &mut self,
+        req: &RequestAttrs,
+        now_ms: u64,
+        crypto: &dyn SignatureBackend,
+        metrics: &mut dyn MetricSink,
+    ) -> Decision {
+        let settings = self.settings.clone();
+        let mut forward = Forward { remove_headers: settings.sanitize_headers.clone(), ..Forward::default() };
+        let mut verified: Vec<Rc<VerifiedToken>> = Vec::new();
+
+        // CORS preflight carries no credentials; Istio sets bypass_cors_preflight on jwt_authn.
+        let tokens = if is_cors_preflight(req) { Vec::new() } else { extract(req, &settings.locations) };
+        if tokens.is_empty() && settings.any_required && !is_cors_preflight(req) {
+            return self.deny_authn(req, AuthnError::Missing, metrics);
+        }
+        // Every presented token must verify: a good token cannot carry a bad one past us.
+        let mut fetches = Vec::new();
+        let mut waiting = false;
+        for t in &tokens {
+            match self.authenticate(&t.token, t.location, now_ms, crypto, metrics) {
+                TokenResult::Valid(v) => {
+                    let rule = &settings.rules[v.rule];
+                    if let LocationKind::Header { name, .. } = &settings.locations[t.location].kind {
+                        if !rule.forward && !forward.remove_headers.contains(name) {
+                            forward.remove_headers.push(name.clone());
+                        }
+                    }
+                    verified.push(v);
+                }
+                TokenResult::Invalid(err) => {
+                    if let Ok(jwt) = jwt::parse(&t.token, crate::config::MAX_TOKEN_BYTES) {
+                        log::debug!(
+                            "meshgate: token rejected: {} (iss={:?}, kid={:?}, alg={})",
+                            err.message(),
+                            jwt.claims.iss,
+                            jwt.kid,
+                            jwt.alg.name()
+                        );
+                    } else {
+                        log::debug!("meshgate: token rejected: {}", err.message());
+                    }
+                    return self.deny_authn(req, err, metrics);
+                }
+                TokenResult::Wait(f) => {
+                    waiting = true;
+                    fetches.extend(f);
+                }
+            }
+        }
+        if waiting {
+            return Decision::Wait(fetches);
+        }
+        for v in &verified {
+            for (h, val) in &v.outputs {
+                forward.set_headers.retain(|(n, _)| n != h);
+                forward.set_headers.push((h.clone(), val.clone()));
+            }
+        }
+
+        let identity: Option<&Identity> = verified.first().map(|v| &v.identity);
+        let result = settings.policies.evaluate(req, identity);
+        for rr in &result.audit_matches {
+            metrics.increment(Metric::AuditMatched(&rr.policy));
+            log::info!("meshgate: audit policy {} matched (rule {:?})", rr.policy, rr.rule);
+        }
+        for d in &result.dry_run {
+            let would_deny = dry_run_would_deny(d);
+            metrics.increment(if would_deny {
+                Metric::DryRunWouldDeny(&d.policy)
+            } else {
+                Metric::DryRunWouldAllow(&d.policy)
+            });
+            log::debug!("meshgate: dry-run policy {} would {}", d.policy, if would_deny { "deny" } else { "allow" });
+        }
+        match &result.decision {
+            AuthzDecision::Allow { by } => {
+                if let Some(rr) = by {
+                    metrics.increment(Metric::PolicyAllowed(&rr.policy));
+                }
+                metrics.increment(Metric::Allowed);
+                forward.principal = identity.map(Identity::principal);
+                Decision::Forward(forward)
+            }
+            AuthzDecision::Deny { by } => {
+                metrics.increment(Metric::PolicyDenied(&by.policy));
+                log::debug!("meshgate: denied by policy {} rule {:?}", by.policy, by.rule);
+                let denial = Denial::Authz {
+                    policy: by.policy.to_string(),
+                    rule: by.rule,
+                    had_valid_token: identity.is_some(),
+                };
+                Decision::Respond(denial.to_reply(&realm(req), &settings.reply))
+            }
+        }
+    }
+
+    fn deny_authn(&self, req: &RequestAttrs, err: AuthnError, metrics: &mut dyn MetricSink) -> Decision {
+        metrics.increment(Metric::Denied(err));
+        Decision::Respond(Denial::Authn(err).to_reply(&realm(req), &self.settings.reply))
+    }
+
+    fn authenticate(
+        &mut self,
+        token: &str,
+        location: usize,
+        now_ms: u64,
+        crypto: &dyn SignatureBackend,
+        metrics: &mut dyn MetricSink,
+    ) -> TokenResult {
+        let settings = self.settings.clone();
+        let now = now_ms / 1000;
+        if token.len() > crate::config::MAX_TOKEN_BYTES {
+            return TokenResult::Invalid(AuthnError::TooLarge);
+        }
+        let allowed_rules = &settings.locations[location].rules;
+        let key = token_key(token);
+        if let Some(hit) = self.cache.get(&key, now) {
+            if !allowed_rules.contains(&hit.rule) {
+                return TokenResult::Invalid(AuthnError::UnknownIssuer);
+            }
+            let skew = settings.rules[hit.rule].clock_skew_secs;
+            if let Err(e) = check_time(hit.exp, hit.nbf, now, skew) {
+                return TokenResult::Invalid(e);
+            }
+            metrics.increment(Metric::TokenCacheHit);
+            return TokenResult::Valid(hit);
+        }
+        if settings.token_cache_size > 0 {
+            metrics.increment(Metric::TokenCacheMiss);
+        }
+        let jwt = match jwt::parse(token, crate::config::MAX_TOKEN_BYTES) {
+            Ok(j) => j,
+            Err(e) => return TokenResult::Invalid(e),
+        };
+        let Some(rule_idx) = jwt
+            .claims
+            .iss
+            .as_deref()
+            .and_then(|iss| settings.rules.iter().position(|r| r.issuer == iss))
+            .filter(|i| allowed_rules.contains(i))
+        else {
+            return TokenResult::Invalid(AuthnError::UnknownIssuer);
+        };
+        let rule = &settings.rules[rule_idx];
+        let claim_rules = ClaimRules { issuer: Some(&rule.issuer), audiences: &rule.audiences, clock_skew_secs: rule.clock_skew_secs };
+        if let Err(e) = check_claims(&jwt, &claim_rules, now) {
+            return TokenResult::Invalid(e);
+        }
+        let keys = match self.keys.lookup(rule_idx, now_ms) {
+            KeyLookup::Ready(k) => k,
+            KeyLookup::Wait(f) => return TokenResult::Wait(f),
+            KeyLookup::Unavailable => return TokenResult::Invalid(AuthnError::JwksFetchFailed),
+        };
+        match verify_signature(&jwt, &keys, crypto) {
+            Ok(k) => {
+                let entry = Rc::new(verified_token(rule_idx, rule, &jwt, k.fingerprint));
+                self.cache.insert(key, entry.clone());
+                TokenResult::Valid(entry)
+            }
+            Err(AuthnError::KidAlgMismatch) => match self.keys.kid_miss(rule_idx, now_ms) {
+                Some(f) => TokenResult::Wait(f),
+                None => TokenResult::Invalid(AuthnError::KidAlgMismatch),
+            },
+            Err(e) => TokenResult::Invalid(e),
+        }
+    }
+
+    /// Periodic work: fetches to dispatch now.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<FetchRequest> {
+        self.keys.due_fetches(now_ms)
+    }
+
+    /// A fetch response arrived (`status` None: no HTTP response). Returns follow-up fetches.
+    pub fn on_fetch_response(
+        &mut self,
+        id: FetchId,
+        status: Option<u32>,
+        body: &[u8],
+        now_ms: u64,
+        metrics: &mut dyn MetricSink,
+    ) -> Vec<FetchRequest> {
+        let outcome = self.keys.on_response(id, status, body, now_ms);
+        let issuer = self.settings.rules.get(id.rule).map_or("", |r| r.issuer.as_str());
+        if let Some(why) = &outcome.failed {
+            metrics.increment(Metric::JwksFetchFailed);
+            log::warn!("meshgate: {:?} fetch for issuer {issuer} failed: {why}", id.phase);
+        }
+        if let Some((rule, keys)) = &outcome.updated {
+            metrics.increment(Metric::JwksFetchOk);
+            log::debug!("meshgate: JWKS for issuer {issuer}: {} usable keys", keys.keys.len());
+            for s in &outcome.skipped {
+                log::debug!("meshgate: JWKS for issuer {issuer}: skipped {s}");
+            }
+            self.cache.retain_keys(*rule, |fp| keys.contains_fingerprint(fp));
+        }
+        outcome.next.into_iter().collect()
+    }
+
+    /// `dispatch_http_call` itself failed for this fetch.
+    pub fn on_fetch_dispatch_failed(&mut self, id: FetchId, now_ms: u64, metrics: &mut dyn MetricSink) {
+        metrics.increment(Metric::JwksFetchFailed);
+        self.keys.on_dispatch_failed(id, now_ms);
+    }
+}
+
+/// Per dry-run policy: a matching DENY, or an ALLOW that matched nothing, would have denied.
+fn dry_run_would_deny(d: &DryRunOutcome) -> bool {
+    match d.action {
+        Action::Deny => d.matched,
+        Action::Allow => !d.matched,
+        Action::Audit | Action::Custom => false,
+    }
+}
+
+fn is_cors_preflight(req: &RequestAttrs) -> bool {
+    req.method == "OPTIONS" && req.header("origin").is_some() && req.header("access-control-request-method").is_some()
+}
+
+/// The Bearer realm: the request URI without the query (which may hold a token), as
+/// `scheme://host/path` with the path capped at 256 characters like Envoy.
+fn realm(req: &RequestAttrs) -> String {
+    let path = req.path_only();
+    let path = match path.char_indices().nth(256) {
+        Some((i, _)) => &path[..i],
+        None => path,
+    };
+    let scheme = if req.scheme.is_empty() { "http" } else { req.scheme.as_str() };
+    format!("{scheme}://{}{path}", req.host)
+}
+
+fn verified_token(rule_idx: usize, rule: &JwtRule, jwt: &UntrustedJwt<'_>, key_fingerprint: [u8; 32]) -> VerifiedToken {
+    let identity = Identity {
+        issuer: rule.issuer.clone(),
+        subject: jwt.claims.sub.clone().unwrap_or_default(),
+        audiences: jwt.claims.aud.clone(),
+        presenter: jwt.claims.azp.clone(),
+        claims: Rc::new(jwt.payload.clone()),
+        space_delimited_claims: rule.space_delimited.clone(),
+    };
+    let mut outputs = Vec::new();
+    for ch in &rule.claim_headers {
+        if let Some(v) = identity.claim(&ch.claim).and_then(claim_header_value) {
+            outputs.push((ch.header.clone(), v));
+        }
+    }
+    if let Some(h) = &rule.payload_header {
+        outputs.push((h.clone(), jwt.payload_b64.trim_end_matches('=').to_string()));
+    }
+    VerifiedToken { rule: rule_idx, identity, outputs, exp: jwt.claims.exp, nbf: jwt.claims.nbf, key_fingerprint }
+}
+
+/// Header value for a claim: strings as-is, integral numbers without a fraction, bools, and
+/// arrays of those joined with ','. Objects (and values with control characters) are not
+/// emitted: a header must never be able to smuggle a line break.
+pub fn claim_header_value(v: &Value) -> Option<String> {
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Number(n) => Some(match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+                _ => n.to_string(),
+            }),
+            _ => None,
+        }
+    }
+    let out = match v {
+        Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>()?.join(","),
+        other => scalar(other)?,
+    };
+    if out.chars().any(|c| c.is_control()) {
+        return None;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claim_values_for_headers() {
+        assert_eq!(claim_header_value(&json!("a")), Some("a".into()));
+        assert_eq!(claim_header_value(&json!(42)), Some("42".into()));
+        assert_eq!(claim_header_value(&json!(1.5)), Some("1.5".into()));
+        assert_eq!(claim_header_value(&json!(true)), Some("true".into()));
+        assert_eq!(claim_header_value(&json!(["a", "b", 3])), Some("a,b,3".into()));
+        assert_eq!(claim_header_value(&json!({"a": 1})), None);
+        assert_eq!(claim_header_value(&json!("a\r\nx-evil: 1")), None);
+    }
+
+    #[test]
+    fn realm_strips_query_and_caps_path() {
+        let req = RequestAttrs { scheme: "https".into(), host: "h".into(), path: "/p?access_token=secret".into(), ..Default::default() };
+        assert_eq!(realm(&req), "https://h/p");
+        let req = RequestAttrs { host: "h".into(), path: format!("/{}", "a".repeat(300)), ..Default::default() };
+        assert_eq!(realm(&req).len(), "http://h".len() + 256);
+    }
+}

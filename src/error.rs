@@ -1,0 +1,253 @@
+//! Errors: configuration errors (with a field path) and request denials, mapped to HTTP in one place.
+
+use std::fmt;
+
+/// A configuration error: which field (`jwtRules[0].jwksUri`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a token (or the absence of one) was rejected. The `Display` strings are Envoy's
+/// jwt_verify_lib status strings where Envoy has one, so runbooks and alerts keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthnError {
+    Missing,
+    TooLarge,
+    BadFormat,
+    HeaderParse,
+    HeaderBadAlg,
+    UnsupportedAlg,
+    HeaderBadKid,
+    PayloadParse,
+    SignatureParse,
+    UnknownIssuer,
+    Expired,
+    NotYetValid,
+    BadClaimType,
+    AudienceNotAllowed,
+    KidAlgMismatch,
+    NoValidKeys,
+    VerificationFails,
+    JwksFetchFailed,
+}
+
+impl AuthnError {
+    /// Envoy's status string, also the response body.
+    pub fn message(self) -> &'static str {
+        use AuthnError::*;
+        match self {
+            Missing => "Jwt is missing",
+            TooLarge => "Jwt exceeds the maximum token size",
+            BadFormat => "Jwt is not in the form of Header.Payload.Signature",
+            HeaderParse => "Jwt header is an invalid Base64url input or an invalid JSON",
+            HeaderBadAlg => "Jwt header [alg] field is not a string",
+            UnsupportedAlg => "Jwt header [alg] field value is invalid",
+            HeaderBadKid => "Jwt header [kid] field is not a string",
+            PayloadParse => "Jwt payload is an invalid Base64 or an invalid JSON",
+            SignatureParse => "Jwt signature is an invalid Base64",
+            UnknownIssuer => "Jwt issuer is not configured",
+            Expired => "Jwt is expired",
+            NotYetValid => "Jwt not yet valid",
+            BadClaimType => "Jwt payload has a claim of the wrong type",
+            AudienceNotAllowed => "Audiences in Jwt are not allowed",
+            KidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
+            NoValidKeys => "Jwks doesn't have any valid public key",
+            VerificationFails => "Jwt verification fails",
+            JwksFetchFailed => "Jwks remote fetch is failed",
+        }
+    }
+
+    /// Short stable name used in metric names and logs.
+    pub fn metric_name(self) -> &'static str {
+        use AuthnError::*;
+        match self {
+            Missing => "missing",
+            TooLarge => "too_large",
+            BadFormat | HeaderParse | HeaderBadAlg | HeaderBadKid | PayloadParse | SignatureParse => {
+                "malformed"
+            }
+            UnsupportedAlg => "unsupported_alg",
+            UnknownIssuer => "unknown_issuer",
+            Expired => "expired",
+            NotYetValid => "not_yet_valid",
+            BadClaimType => "bad_claim",
+            AudienceNotAllowed => "audience",
+            KidAlgMismatch => "unknown_kid",
+            NoValidKeys => "no_valid_keys",
+            VerificationFails => "bad_signature",
+            JwksFetchFailed => "jwks_unavailable",
+        }
+    }
+
+    /// Every variant, for registering metrics up front.
+    pub const ALL: [AuthnError; 18] = {
+        use AuthnError::*;
+        [
+            Missing, TooLarge, BadFormat, HeaderParse, HeaderBadAlg, UnsupportedAlg, HeaderBadKid,
+            PayloadParse, SignatureParse, UnknownIssuer, Expired, NotYetValid, BadClaimType,
+            AudienceNotAllowed, KidAlgMismatch, NoValidKeys, VerificationFails, JwksFetchFailed,
+        ]
+    };
+}
+
+impl fmt::Display for AuthnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// A local reply the filter sends instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Envoy response-code-details style reason, e.g. `jwt_authn_access_denied{Jwt_is_expired}`.
+    pub details: String,
+}
+
+/// Why the request is not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// Token checks failed (issue "core").
+    Authn(AuthnError),
+    /// An authorization policy denied the request.
+    Authz {
+        policy: String,
+        rule: Option<usize>,
+        /// The request carried a valid token (for the optional RFC 6750 insufficient_scope challenge).
+        had_valid_token: bool,
+    },
+}
+
+/// Options that change how denials are rendered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyOptions {
+    pub insufficient_scope_challenge: bool,
+    pub debug_headers: bool,
+}
+
+/// Header naming the deciding policy when `debugHeaders` is on.
+pub const DEBUG_POLICY_HEADER: &str = "x-meshgate-denied-by";
+
+impl Denial {
+    /// The one place where a denial becomes an HTTP reply.
+    /// `request_uri` is the original URI (scheme://host/path) used as the Bearer realm, as Envoy does.
+    pub fn to_reply(&self, request_uri: &str, opts: &ReplyOptions) -> Reply {
+        match self {
+            Denial::Authn(err) => {
+                let status = if *err == AuthnError::AudienceNotAllowed { 403 } else { 401 };
+                let realm = truncate_chars(request_uri, 256).replace('"', "%22");
+                let challenge = if *err == AuthnError::Missing {
+                    format!("Bearer realm=\"{realm}\"")
+                } else {
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+                };
+                Reply {
+                    status,
+                    headers: vec![
+                        ("www-authenticate".into(), challenge),
+                        ("content-type".into(), "text/plain".into()),
+                    ],
+                    body: err.message().to_string(),
+                    details: format!("jwt_authn_access_denied{{{}}}", err.message().replace(' ', "_")),
+                }
+            }
+            Denial::Authz { policy, rule, had_valid_token } => {
+                let mut headers = vec![("content-type".to_string(), "text/plain".to_string())];
+                if opts.insufficient_scope_challenge && *had_valid_token {
+                    headers.push((
+                        "www-authenticate".into(),
+                        "Bearer error=\"insufficient_scope\"".into(),
+                    ));
+                }
+                if opts.debug_headers {
+                    let which = match rule {
+                        Some(r) => format!("{policy}[rules][{r}]"),
+                        None => policy.clone(),
+                    };
+                    headers.push((DEBUG_POLICY_HEADER.into(), which));
+                }
+                Reply {
+                    status: 403,
+                    headers,
+                    body: "RBAC: access denied".into(),
+                    details: "rbac_access_denied_matched_policy[meshgate]".into(),
+                }
+            }
+        }
+    }
+}
+
+fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_token_challenge_has_no_error() {
+        let r = Denial::Authn(AuthnError::Missing).to_reply("http://h/p", &ReplyOptions::default());
+        assert_eq!(r.status, 401);
+        assert_eq!(r.headers[0].1, "Bearer realm=\"http://h/p\"");
+        assert_eq!(r.body, "Jwt is missing");
+    }
+
+    #[test]
+    fn invalid_token_is_401_with_invalid_token() {
+        let r = Denial::Authn(AuthnError::Expired).to_reply("http://h/p", &ReplyOptions::default());
+        assert_eq!(r.status, 401);
+        assert_eq!(r.headers[0].1, "Bearer realm=\"http://h/p\", error=\"invalid_token\"");
+        assert_eq!(r.details, "jwt_authn_access_denied{Jwt_is_expired}");
+    }
+
+    #[test]
+    fn audience_is_403() {
+        let r = Denial::Authn(AuthnError::AudienceNotAllowed).to_reply("u", &ReplyOptions::default());
+        assert_eq!(r.status, 403);
+        assert_eq!(r.body, "Audiences in Jwt are not allowed");
+    }
+
+    #[test]
+    fn realm_is_capped_at_256_chars() {
+        let uri = "x".repeat(400);
+        let r = Denial::Authn(AuthnError::Expired).to_reply(&uri, &ReplyOptions::default());
+        assert!(r.headers[0].1.contains(&"x".repeat(256)));
+        assert!(!r.headers[0].1.contains(&"x".repeat(257)));
+    }
+
+    #[test]
+    fn rbac_denial_and_options() {
+        let d = Denial::Authz { policy: "p".into(), rule: Some(1), had_valid_token: true };
+        let plain = d.to_reply("u", &ReplyOptions::default());
+        assert_eq!((plain.status, plain.body.as_str()), (403, "RBAC: access denied"));
+        assert!(plain.headers.iter().all(|(n, _)| n != "www-authenticate"));
+        let opts = ReplyOptions { insufficient_scope_challenge: true, debug_headers: true };
+        let rich = d.to_reply("u", &opts);
+        assert!(rich.headers.contains(&("www-authenticate".into(), "Bearer error=\"insufficient_scope\"".into())));
+        assert!(rich.headers.contains(&(DEBUG_POLICY_HEADER.into(), "p[rules][1]".into())));
+    }
+}

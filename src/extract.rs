@@ -1,0 +1,179 @@
+//! Token extraction from the configured locations (Envoy jwt_authn extractor semantics).
+
+use crate::config::{Location, LocationKind};
+use crate::request::RequestAttrs;
+
+/// A token found in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extracted {
+    pub token: String,
+    /// Index into `Settings::locations`.
+    pub location: usize,
+}
+
+/// Characters a compact JWS can contain (base64url, dots, tolerated padding).
+fn is_jwt_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=')
+}
+
+/// After the prefix, skip non-JWT characters and take the next run of JWT characters, so
+/// `x-token: {"jwt": "eyJ..."}` with prefix `"jwt": ` works the way it does in Envoy.
+fn after_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    if prefix.is_empty() {
+        return Some(value.trim());
+    }
+    let start = value.find(prefix)? + prefix.len();
+    let rest = &value[start..];
+    let begin = rest.find(is_jwt_char)?;
+    let rest = &rest[begin..];
+    let end = rest.find(|c: char| !is_jwt_char(c)).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// Every token present in the request, in location order. Every value of a repeated header is
+/// considered: a request cannot hide a second token behind the first.
+pub fn extract(req: &RequestAttrs, locations: &[Location]) -> Vec<Extracted> {
+    let mut out = Vec::new();
+    let mut params: Option<Vec<(String, String)>> = None;
+    for (i, loc) in locations.iter().enumerate() {
+        match &loc.kind {
+            LocationKind::Header { name, prefix } => {
+                for (_, v) in req.headers.iter().filter(|(n, _)| n == name) {
+                    if let Some(t) = after_prefix(v, prefix) {
+                        if !t.is_empty() || prefix.is_empty() {
+                            out.push(Extracted { token: t.to_string(), location: i });
+                        }
+                    }
+                }
+            }
+            LocationKind::Param(name) => {
+                let params = params.get_or_insert_with(|| parse_query(req.query()));
+                if let Some((_, v)) = params.iter().find(|(k, _)| k == name) {
+                    out.push(Extracted { token: v.clone(), location: i });
+                }
+            }
+            LocationKind::Cookie(name) => {
+                if let Some(v) = cookie(req, name) {
+                    out.push(Extracted { token: v.to_string(), location: i });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The value of a cookie by exact name (all `cookie` headers are searched).
+pub fn cookie<'a>(req: &'a RequestAttrs, name: &str) -> Option<&'a str> {
+    req.headers
+        .iter()
+        .filter(|(n, _)| n == "cookie")
+        .flat_map(|(_, v)| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// Splits and percent-decodes a query string (`+` is a space, as in form encoding).
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)], path: &str) -> RequestAttrs {
+        RequestAttrs {
+            path: path.into(),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn locs() -> Vec<Location> {
+        vec![
+            Location { kind: LocationKind::Header { name: "authorization".into(), prefix: "Bearer ".into() }, rules: vec![0] },
+            Location { kind: LocationKind::Param("access_token".into()), rules: vec![0] },
+            Location { kind: LocationKind::Cookie("session".into()), rules: vec![0] },
+            Location { kind: LocationKind::Header { name: "x-jwt".into(), prefix: String::new() }, rules: vec![0] },
+        ]
+    }
+
+    #[test]
+    fn finds_tokens_everywhere() {
+        let r = req(
+            &[("authorization", "Bearer aaa.bbb.ccc"), ("cookie", "a=1; session=ddd.eee.fff"), ("x-jwt", "ggg")],
+            "/p?x=1&access_token=hh%2Eii.jj",
+        );
+        let got: Vec<_> = extract(&r, &locs()).into_iter().map(|e| (e.token, e.location)).collect();
+        assert_eq!(
+            got,
+            vec![("aaa.bbb.ccc".into(), 0), ("hh.ii.jj".into(), 1), ("ddd.eee.fff".into(), 2), ("ggg".into(), 3)]
+        );
+    }
+
+    #[test]
+    fn prefix_must_be_present() {
+        let r = req(&[("authorization", "Basic dXNlcjpwYXNz")], "/");
+        assert!(extract(&r, &locs()).is_empty());
+        let r = req(&[("authorization", "bearer abc")], "/");
+        assert!(extract(&r, &locs()).is_empty(), "prefix match is case-sensitive, as in Envoy");
+    }
+
+    #[test]
+    fn token_is_the_jwt_run_after_the_prefix() {
+        assert_eq!(after_prefix("Bearer   abc.def.ghi trailing", "Bearer "), Some("abc.def.ghi"));
+        assert_eq!(after_prefix(r#"{"jwt": "abc.def"}"#, r#""jwt":"#), Some("abc.def"));
+    }
+
+    #[test]
+    fn repeated_headers_yield_every_token() {
+        let r = req(&[("authorization", "Bearer one"), ("authorization", "Bearer two")], "/");
+        assert_eq!(extract(&r, &locs()).len(), 2);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Bb+c%zz%"), "a+b c%zz%");
+        assert_eq!(parse_query("a=1&&b&c=%41"), vec![("a".into(), "1".into()), ("b".into(), "".into()), ("c".into(), "A".into())]);
+    }
+}

@@ -1,0 +1,313 @@
+//! JWKS parsing. Keys that cannot verify JWS signatures (`use: enc`, RSA-OAEP, `oct`, unknown
+//! kty/crv, broken material) are skipped and counted, never fatal: Keycloak always publishes an
+//! encryption key next to its signing key (google/jwt_verify_lib#50).
+
+use super::{b64url_decode, Alg};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Parsed, ready-to-use public key material.
+#[derive(Clone)]
+pub enum KeyMaterial {
+    Rsa(rsa::RsaPublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    P521(Box<p521::ecdsa::VerifyingKey>),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyMaterial::Rsa(_) => "Rsa",
+            KeyMaterial::P256(_) => "P256",
+            KeyMaterial::P384(_) => "P384",
+            KeyMaterial::P521(_) => "P521",
+            KeyMaterial::Ed25519(_) => "Ed25519",
+        })
+    }
+}
+
+/// One usable verification key.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    pub kid: Option<String>,
+    /// The JWK's `alg`, when it names a supported JWS algorithm.
+    pub alg: Option<Alg>,
+    pub material: KeyMaterial,
+    /// DER SubjectPublicKeyInfo, prepared once for the host's `verify_signature` (RSA and EC only).
+    pub spki_der: Option<Vec<u8>>,
+    /// SHA-256 over the canonical key material: identifies "the same key" across JWKS refreshes.
+    pub fingerprint: [u8; 32],
+}
+
+impl PublicKey {
+    /// Whether this key type can verify `alg` (kty/crv must fit the algorithm).
+    pub fn fits(&self, alg: Alg) -> bool {
+        matches!(
+            (&self.material, alg),
+            (KeyMaterial::Rsa(_), Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512)
+                | (KeyMaterial::P256(_), Alg::ES256)
+                | (KeyMaterial::P384(_), Alg::ES384)
+                | (KeyMaterial::P521(_), Alg::ES512)
+                | (KeyMaterial::Ed25519(_), Alg::EdDSA)
+        )
+    }
+}
+
+/// A parsed JWKS: usable keys plus why the others were skipped.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    pub keys: Vec<PublicKey>,
+    pub skipped: Vec<String>,
+}
+
+impl KeySet {
+    pub fn contains_fingerprint(&self, fp: &[u8; 32]) -> bool {
+        self.keys.iter().any(|k| &k.fingerprint == fp)
+    }
+}
+
+/// Maximum JWKS body we accept (Keycloak realms publish a handful of keys; 256 KiB is generous).
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Maximum number of keys kept from one JWKS.
+pub const MAX_KEYS: usize = 64;
+/// Largest RSA modulus accepted (bits).
+const MAX_RSA_BITS: usize = 8192;
+
+/// Parses a JWKS document. Errors only when the document itself is not a JWKS
+/// (not JSON, no `keys` array); individual bad keys are skipped.
+pub fn parse_jwks(body: &[u8]) -> Result<KeySet, String> {
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(format!("JWKS is larger than {MAX_JWKS_BYTES} bytes"));
+    }
+    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "JWKS has no [keys] array".to_string())?;
+    let mut set = KeySet::default();
+    for (i, jwk) in keys.iter().enumerate() {
+        if set.keys.len() >= MAX_KEYS {
+            set.skipped.push(format!("keys[{i}]: more than {MAX_KEYS} keys"));
+            continue;
+        }
+        match parse_jwk(jwk) {
+            Ok(key) => set.keys.push(key),
+            Err(why) => set.skipped.push(format!("keys[{i}]: {why}")),
+        }
+    }
+    Ok(set)
+}
+
+fn str_field<'a>(jwk: &'a Value, name: &str) -> Result<Option<&'a str>, String> {
+    match jwk.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("[{name}] is not a string")),
+    }
+}
+
+fn b64_field(jwk: &Value, name: &str) -> Result<Vec<u8>, String> {
+    let s = str_field(jwk, name)?.ok_or_else(|| format!("[{name}] is missing"))?;
+    b64url_decode(s).ok_or_else(|| format!("[{name}] is not base64url"))
+}
+
+fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
+    if !jwk.is_object() {
+        return Err("not an object".into());
+    }
+    if let Some(usage) = str_field(jwk, "use")? {
+        if usage != "sig" {
+            return Err(format!("use {usage:?} is not sig"));
+        }
+    }
+    let kid = str_field(jwk, "kid")?.map(str::to_owned);
+    let alg = match str_field(jwk, "alg")? {
+        None => None,
+        Some(name) => Some(Alg::from_name(name).ok_or_else(|| format!("alg {name:?} is not a supported JWS algorithm"))?),
+    };
+    let kty = str_field(jwk, "kty")?.ok_or("[kty] is missing")?;
+    let mut sec1_point: Option<Vec<u8>> = None;
+    let (material, canonical): (KeyMaterial, Vec<u8>) = match kty {
+        "RSA" => {
+            if let Some(a) = alg {
+                if !matches!(a, Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512) {
+                    return Err(format!("alg {} does not fit an RSA key", a.name()));
+                }
+            }
+            let n = b64_field(jwk, "n")?;
+            let e = b64_field(jwk, "e")?;
+            let key = rsa::RsaPublicKey::new_with_max_size(
+                rsa::BigUint::from_bytes_be(&n),
+                rsa::BigUint::from_bytes_be(&e),
+                MAX_RSA_BITS,
+            )
+            .map_err(|err| format!("bad RSA key: {err}"))?;
+            let mut canonical = b"RSA".to_vec();
+            canonical.extend(strip_zeros(&n));
+            canonical.push(b'.');
+            canonical.extend(strip_zeros(&e));
+            (KeyMaterial::Rsa(key), canonical)
+        }
+        "EC" => {
+            let crv = str_field(jwk, "crv")?;
+            // jwt_verify_lib: no crv → P-256 unless alg says otherwise.
+            let crv = match (crv, alg) {
+                (Some(c), _) => c,
+                (None, Some(Alg::ES384)) => "P-384",
+                (None, Some(Alg::ES512)) => "P-521",
+                (None, _) => "P-256",
+            };
+            let expected_alg = match crv {
+                "P-256" => Alg::ES256,
+                "P-384" => Alg::ES384,
+                "P-521" => Alg::ES512,
+                other => return Err(format!("EC curve {other:?} is not supported")),
+            };
+            if let Some(a) = alg {
+                if a != expected_alg {
+                    return Err(format!("alg {} does not fit curve {crv}", a.name()));
+                }
+            }
+            let x = b64_field(jwk, "x")?;
+            let y = b64_field(jwk, "y")?;
+            let size = match expected_alg {
+                Alg::ES256 => 32,
+                Alg::ES384 => 48,
+                _ => 66,
+            };
+            // Left-pad short coordinates (jwt_verify_lib accepts a 65-octet P-521 y).
+            let (x, y) = (left_pad(&x, size)?, left_pad(&y, size)?);
+            let mut sec1 = Vec::with_capacity(1 + 2 * size);
+            sec1.push(4);
+            sec1.extend_from_slice(&x);
+            sec1.extend_from_slice(&y);
+            let material = match expected_alg {
+                Alg::ES256 => KeyMaterial::P256(
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "EC point is not on P-256")?,
+                ),
+                Alg::ES384 => KeyMaterial::P384(
+                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "EC point is not on P-384")?,
+                ),
+                _ => KeyMaterial::P521(Box::new(
+                    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "EC point is not on P-521")?,
+                )),
+            };
+            let mut canonical = format!("EC{crv}").into_bytes();
+            canonical.extend(&sec1);
+            sec1_point = Some(sec1);
+            (material, canonical)
+        }
+        "OKP" => {
+            let crv = str_field(jwk, "crv")?.ok_or("[crv] is missing")?;
+            if crv != "Ed25519" {
+                return Err(format!("OKP curve {crv:?} is not supported"));
+            }
+            if let Some(a) = alg {
+                if a != Alg::EdDSA {
+                    return Err(format!("alg {} does not fit an Ed25519 key", a.name()));
+                }
+            }
+            let x = b64_field(jwk, "x")?;
+            let bytes: [u8; 32] = x.as_slice().try_into().map_err(|_| "Ed25519 [x] is not 32 bytes")?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| "bad Ed25519 key")?;
+            let mut canonical = b"OKPEd25519".to_vec();
+            canonical.extend(bytes);
+            (KeyMaterial::Ed25519(key), canonical)
+        }
+        "oct" => return Err("symmetric (oct) keys are never used to verify".into()),
+        other => return Err(format!("kty {other:?} is not supported")),
+    };
+    let spki_der = spki_der(&material, sec1_point.as_deref());
+    let fingerprint: [u8; 32] = Sha256::digest(&canonical).into();
+    Ok(PublicKey { kid, alg, material, spki_der, fingerprint })
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    &b[first..]
+}
+
+fn left_pad(b: &[u8], size: usize) -> Result<Vec<u8>, String> {
+    let b = if b.len() > size { strip_zeros(b) } else { b };
+    if b.len() > size {
+        return Err("EC coordinate is too long".into());
+    }
+    let mut out = vec![0u8; size - b.len()];
+    out.extend_from_slice(b);
+    Ok(out)
+}
+
+/// DER SubjectPublicKeyInfo headers for uncompressed EC points (id-ecPublicKey + named curve):
+/// the SPKI is this fixed prefix followed by the SEC1 point.
+const SPKI_P256_PREFIX: &[u8] = &[
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+const SPKI_P384_PREFIX: &[u8] = &[
+    0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
+    0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+];
+
+fn spki_der(material: &KeyMaterial, sec1: Option<&[u8]>) -> Option<Vec<u8>> {
+    let prefix = match material {
+        KeyMaterial::Rsa(k) => {
+            return rsa::pkcs8::EncodePublicKey::to_public_key_der(k).ok().map(|d| d.as_bytes().to_vec())
+        }
+        KeyMaterial::P256(_) => SPKI_P256_PREFIX,
+        KeyMaterial::P384(_) => SPKI_P384_PREFIX,
+        KeyMaterial::P521(_) | KeyMaterial::Ed25519(_) => return None,
+    };
+    let mut der = prefix.to_vec();
+    der.extend_from_slice(sec1?);
+    Some(der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RSA_N: &str = "up97uqrF9MWOPaPkwSaBeuAPLOr9FKcaWGdVEGzQ4f3Zq5WKVZowx9TCBxmImNJ1qmUi13pB8otwM_l5lfY1AFBMxVbQCUXntLovhDaiSvYp4wGDjFzQiYA-pUq8h6MUZBnhleYrkU7XlCBwNVyN8qNMkpLA7KFZYz-486GnV2NIJJx_4BGa3HdKwQGxi2tjuQsQvao5W4xmSVaaEWopBwMy2QmlhSFQuPUpTaywTqUcUq_6SfAHhZ4IDa_FxEd2c2z8gFGtfst9cY3lRYf-c_ZdboY3mqN9Su3-j3z5r2SHWlhB_LNAjyWlBGsvbGPlTqDziYQwZN4aGsqVKQb9Vw";
+
+    #[test]
+    fn keycloak_jwks_keeps_sig_key_and_skips_enc_key() {
+        let body = format!(
+            r#"{{"keys":[
+              {{"kid":"sig1","kty":"RSA","alg":"RS256","use":"sig","n":"{RSA_N}","e":"AQAB"}},
+              {{"kid":"enc1","kty":"RSA","alg":"RSA-OAEP","use":"enc","n":"{RSA_N}","e":"AQAB"}},
+              {{"kid":"weird","kty":"XYZ"}},
+              {{"kid":"hmac","kty":"oct","k":"c2VjcmV0"}}
+            ]}}"#
+        );
+        let set = parse_jwks(body.as_bytes()).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert_eq!(set.keys[0].kid.as_deref(), Some("sig1"));
+        assert_eq!(set.keys[0].alg, Some(Alg::RS256));
+        assert!(set.keys[0].spki_der.as_ref().unwrap().len() > 256);
+        assert_eq!(set.skipped.len(), 3);
+    }
+
+    #[test]
+    fn rsa_oaep_without_use_is_skipped_by_alg() {
+        let body = format!(r#"{{"keys":[{{"kty":"RSA","alg":"RSA-OAEP","n":"{RSA_N}","e":"AQAB"}}]}}"#);
+        assert!(parse_jwks(body.as_bytes()).unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn not_a_jwks_is_an_error() {
+        assert!(parse_jwks(b"<html>").is_err());
+        assert!(parse_jwks(br#"{"keys":5}"#).is_err());
+        assert!(parse_jwks(br#"{"keys":[]}"#).unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn same_key_same_fingerprint_across_kids() {
+        let body = format!(
+            r#"{{"keys":[{{"kid":"a","kty":"RSA","n":"{RSA_N}","e":"AQAB"}},{{"kid":"b","kty":"RSA","n":"AAAA{RSA_N}","e":"AQAB"}}]}}"#
+        );
+        let set = parse_jwks(body.as_bytes()).unwrap();
+        assert_eq!(set.keys.len(), 2);
+        assert_eq!(set.keys[0].fingerprint, set.keys[1].fingerprint);
+    }
+}

@@ -1,0 +1,20 @@
+//! meshgate: Keycloak JWT authentication and Istio AuthorizationPolicy semantics inside Envoy.
+//!
+//! Everything outside `filter` is host-independent and tested natively with `cargo test`;
+//! `filter` is the thin proxy-wasm adapter and only exists on wasm32.
+
+pub mod authz;
+pub mod config;
+pub mod duration;
+pub mod engine;
+pub mod error;
+pub mod extract;
+pub mod identity;
+pub mod jwks;
+pub mod jwt;
+pub mod metrics;
+pub mod request;
+pub mod token_cache;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

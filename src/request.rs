@@ -1,0 +1,68 @@
+//! A host-independent view of the request: what the adapter reads from Envoy and the core decides on.
+
+use std::net::IpAddr;
+
+/// Request attributes, filled by the proxy-wasm adapter (or by tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestAttrs {
+    /// `:method`.
+    pub method: String,
+    /// `:path` including the query string, as received.
+    pub path: String,
+    /// `:authority` (host header).
+    pub host: String,
+    /// `:scheme` ("http"/"https").
+    pub scheme: String,
+    /// Regular headers with lower-case names, in arrival order (a name may repeat).
+    pub headers: Vec<(String, String)>,
+    /// Direct peer address (`source.ip`, Envoy `source.address`).
+    pub source_ip: Option<IpAddr>,
+    /// Original client address (`remote.ip`): from XFF the way Envoy computes the downstream
+    /// remote address; equals `source_ip` when no trusted proxy is in front.
+    pub remote_ip: Option<IpAddr>,
+    /// Local address of the connection (`destination.ip`).
+    pub destination_ip: Option<IpAddr>,
+    /// Local port of the connection (`destination.port`).
+    pub destination_port: Option<u16>,
+    /// Peer identity from mTLS: the URI SAN of the client certificate (`spiffe://td/ns/<ns>/sa/<sa>`).
+    pub source_principal: Option<String>,
+    /// `connection.sni`: requested server name of the downstream TLS connection.
+    pub sni: Option<String>,
+}
+
+impl RequestAttrs {
+    /// First value of a header (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The path without the query string (what AuthorizationPolicy `paths` match).
+    pub fn path_only(&self) -> &str {
+        match self.path.find(['?', '#']) {
+            Some(i) => &self.path[..i],
+            None => &self.path,
+        }
+    }
+
+    /// The raw query string, without `?` ("" when none).
+    pub fn query(&self) -> &str {
+        match self.path.find('?') {
+            Some(i) => {
+                let rest = &self.path[i + 1..];
+                match rest.find('#') {
+                    Some(j) => &rest[..j],
+                    None => rest,
+                }
+            }
+            None => "",
+        }
+    }
+
+    /// `source.namespace` derived from the peer principal (`spiffe://<td>/ns/<ns>/sa/<sa>`).
+    pub fn source_namespace(&self) -> Option<&str> {
+        let p = self.source_principal.as_deref()?;
+        let i = p.find("/ns/")?;
+        let rest = &p[i + 4..];
+        Some(rest.split('/').next().unwrap_or(rest))
+    }
+}
