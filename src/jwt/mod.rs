@@ -1,6 +1,7 @@
 //! JWS compact tokens: parsing (untrusted), keys, signature backends and verification.
 
 pub mod crypto;
+pub mod host_sig;
 pub mod jwk;
 pub mod verify;
 
@@ -100,8 +101,8 @@ pub struct StdClaims {
 pub struct UntrustedJwt<'a> {
     pub alg: Alg,
     pub kid: Option<String>,
-    /// `header.payload` exactly as received: the bytes the signature covers.
-    pub signing_input: &'a str,
+    /// `header.payload`: the bytes the signature covers.
+    pub signing_input: String,
     pub signature: Vec<u8>,
     pub payload: Map<String, Value>,
     /// The base64url payload segment as received (for `outputPayloadToHeader`).
@@ -115,18 +116,14 @@ pub fn parse(token: &str, max_len: usize) -> Result<UntrustedJwt<'_>, AuthnError
     if token.len() > max_len {
         return Err(AuthnError::TooLarge);
     }
-    let token = token.trim_end_matches('.');
     let mut parts = token.split('.').filter(|p| !p.is_empty());
     let (h, p, s) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(h), Some(p), Some(s), None) => (h, p, s),
         _ => return Err(AuthnError::BadFormat),
     };
-    // Signing input is the original text up to the second dot (empty segments never occur here:
-    // a token with an empty header or payload has fewer than three non-empty segments).
-    let signing_input = match token.rfind('.') {
-        Some(i) if token[..i].matches('.').count() == 1 => &token[..i],
-        _ => return Err(AuthnError::BadFormat),
-    };
+    // Like jwt_verify_lib, the signing input is rebuilt from the non-empty segments, so stray
+    // empty segments (`.a.b.c`, `a..b.c`) change nothing the signature covers.
+    let signing_input = format!("{h}.{p}");
     let header_bytes = b64url_decode(h).ok_or(AuthnError::HeaderParse)?;
     let header: Map<String, Value> =
         serde_json::from_slice(&header_bytes).map_err(|_| AuthnError::HeaderParse)?;
@@ -217,7 +214,7 @@ mod tests {
         assert_eq!(jwt.claims.aud, vec!["a", "b"]);
         assert_eq!(jwt.claims.exp, Some(10));
         assert_eq!(jwt.signature, b"sig");
-        assert_eq!(jwt.signing_input.matches('.').count(), 1);
+        assert_eq!(jwt.signing_input, t.rsplit_once('.').unwrap().0);
     }
 
     #[test]
@@ -250,9 +247,12 @@ mod tests {
     }
 
     #[test]
-    fn trailing_dot_and_padding_are_tolerated() {
-        let t = tok(r#"{"alg":"RS256"}"#, r#"{"iss":"i"}"#, "c2ln") + ".";
-        assert!(parse(&t, 16384).is_ok());
+    fn empty_segments_and_padding_are_tolerated() {
+        let t = tok(r#"{"alg":"RS256"}"#, r#"{"iss":"i"}"#, "c2ln");
+        let want = parse(&t, 16384).unwrap().signing_input;
+        for variant in [format!("{t}."), format!(".{t}"), t.replacen('.', "..", 1)] {
+            assert_eq!(parse(&variant, 16384).unwrap().signing_input, want, "{variant}");
+        }
         let padded = format!("{}.{}.c2lnbg==", b64url_encode(br#"{"alg":"RS256"}"#), b64url_encode(b"{}"));
         assert_eq!(parse(&padded, 16384).unwrap().signature, b"sign");
     }

@@ -1,0 +1,130 @@
+//! Host calls, each wrapped so a failure is logged, never a panic.
+
+use crate::engine::Forward;
+use crate::error::{AuthnError, Denial, Reply, ReplyOptions};
+use crate::metrics::{Metric, MetricSink};
+use crate::request::RequestAttrs;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MapType, MetricType};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::UNIX_EPOCH;
+
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn property_string(path: &[&str]) -> Option<String> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+}
+
+fn property_addr(path: &[&str]) -> Option<SocketAddr> {
+    let s = property_string(path)?;
+    s.parse::<SocketAddr>().ok().or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0)))
+}
+
+/// Reads the request attributes the engine needs.
+pub fn request_attrs() -> RequestAttrs {
+    let mut req = RequestAttrs::default();
+    for (name, value) in hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default() {
+        match name.as_str() {
+            ":method" => req.method = value,
+            ":path" => req.path = value,
+            ":authority" => req.host = value,
+            ":scheme" => req.scheme = value,
+            n if n.starts_with(':') => {}
+            _ => req.headers.push((name.to_ascii_lowercase(), value)),
+        }
+    }
+    let source = property_addr(&["source", "address"]);
+    req.source_ip = source.map(|a| a.ip());
+    // Envoy's source address is already the trusted-XFF-derived remote address when the
+    // listener is configured for it (Istio: numTrustedProxies), which is what `remote.ip` means.
+    req.remote_ip = req.source_ip;
+    let destination = property_addr(&["destination", "address"]);
+    req.destination_ip = destination.map(|a| a.ip());
+    req.destination_port = destination.map(|a| a.port()).filter(|p| *p != 0);
+    req.source_principal = property_string(&["connection", "uri_san_peer_certificate"]);
+    req.sni = property_string(&["connection", "requested_server_name"]);
+    req
+}
+
+pub fn apply_forward(fwd: &Forward) {
+    for name in &fwd.remove_headers {
+        if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
+            log::warn!("meshgate: cannot remove header {name}: {e:?}");
+        }
+    }
+    for (name, value) in &fwd.set_headers {
+        if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
+            log::warn!("meshgate: cannot set header {name}: {e:?}");
+        }
+    }
+}
+
+pub fn resume() {
+    if let Err(e) = hostcalls::resume_http_request() {
+        log::warn!("meshgate: cannot resume request: {e:?}");
+    }
+}
+
+pub fn send_reply(reply: &Reply) {
+    let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {
+        log::warn!("meshgate: cannot send local reply: {e:?}");
+    }
+}
+
+/// A 401/403 for a token failure decided outside the engine (waits that ran out).
+pub fn reply_authn(req: &RequestAttrs, err: AuthnError, opts: &ReplyOptions) {
+    let realm = format!("{}://{}{}", if req.scheme.is_empty() { "http" } else { &req.scheme }, req.host, req.path_only());
+    send_reply(&Denial::Authn(err).to_reply(&realm, opts));
+}
+
+/// proxy-wasm counters, defined on first use and cached by name.
+#[derive(Default)]
+pub struct HostMetrics {
+    ids: HashMap<String, u32>,
+}
+
+impl HostMetrics {
+    fn id(&mut self, name: &str) -> Option<u32> {
+        if let Some(id) = self.ids.get(name) {
+            return Some(*id);
+        }
+        match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(id) => {
+                self.ids.insert(name.to_string(), id);
+                Some(id)
+            }
+            Err(e) => {
+                log::warn!("meshgate: cannot define metric {name}: {e:?}");
+                None
+            }
+        }
+    }
+
+    /// Defines the fixed counters up front so they show up as 0 before the first event.
+    pub fn register_static(&mut self) {
+        let fixed = [Metric::Allowed, Metric::JwksFetchOk, Metric::JwksFetchFailed, Metric::TokenCacheHit, Metric::TokenCacheMiss];
+        for m in fixed.into_iter().chain(AuthnError::ALL.into_iter().map(Metric::Denied)) {
+            self.id(&m.name());
+        }
+    }
+
+    pub fn count_denied(&mut self, err: AuthnError) {
+        self.increment(Metric::Denied(err));
+    }
+}
+
+impl MetricSink for HostMetrics {
+    fn increment(&mut self, metric: Metric<'_>) {
+        if let Some(id) = self.id(&metric.name()) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
