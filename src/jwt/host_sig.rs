@@ -49,19 +49,25 @@ fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-/// Iterates (field, wire type, varint value or byte slice) over a flat protobuf message.
-fn fields(buf: &[u8]) -> Option<Vec<(u32, Result<u64, &[u8]>)>> {
+/// A protobuf field value: a varint or a length-delimited byte slice.
+enum Wire<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+/// Splits a flat protobuf message into (field number, value).
+fn fields(buf: &[u8]) -> Option<Vec<(u32, Wire<'_>)>> {
     let mut pos = 0;
     let mut out = Vec::new();
     while pos < buf.len() {
         let key = get_varint(buf, &mut pos)?;
         let field = u32::try_from(key >> 3).ok()?;
         match key & 7 {
-            0 => out.push((field, Ok(get_varint(buf, &mut pos)?))),
+            0 => out.push((field, Wire::Varint(get_varint(buf, &mut pos)?))),
             2 => {
                 let len = usize::try_from(get_varint(buf, &mut pos)?).ok()?;
                 let end = pos.checked_add(len)?;
-                out.push((field, Err(buf.get(pos..end)?)));
+                out.push((field, Wire::Bytes(buf.get(pos..end)?)));
                 pos = end;
             }
             _ => return None,
@@ -76,27 +82,35 @@ pub fn decode_result(buf: &[u8]) -> Option<(bool, String)> {
     let mut error = String::new();
     for (field, value) in fields(buf)? {
         match (field, value) {
-            (1, Ok(v)) => result = v != 0,
-            (2, Err(b)) => error = String::from_utf8_lossy(b).into_owned(),
+            (1, Wire::Varint(v)) => result = v != 0,
+            (2, Wire::Bytes(b)) => error = String::from_utf8_lossy(b).into_owned(),
             _ => {}
         }
     }
     Some((result, error))
 }
 
-/// Decodes `VerifySignatureArguments` (used by tests and fakes of the host).
-pub fn decode_args(buf: &[u8]) -> Option<(String, Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let (mut hash, mut key, mut sig, mut text) = (String::new(), Vec::new(), Vec::new(), Vec::new());
+/// `VerifySignatureArguments`, decoded (used by the software stand-in for the host).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct VerifyArgs {
+    pub hash: String,
+    pub public_key: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub text: Vec<u8>,
+}
+
+pub fn decode_args(buf: &[u8]) -> Option<VerifyArgs> {
+    let mut a = VerifyArgs::default();
     for (field, value) in fields(buf)? {
         match (field, value) {
-            (1, Err(b)) => hash = String::from_utf8_lossy(b).into_owned(),
-            (2, Err(b)) => key = b.to_vec(),
-            (3, Err(b)) => sig = b.to_vec(),
-            (4, Err(b)) => text = b.to_vec(),
+            (1, Wire::Bytes(b)) => a.hash = String::from_utf8_lossy(b).into_owned(),
+            (2, Wire::Bytes(b)) => a.public_key = b.to_vec(),
+            (3, Wire::Bytes(b)) => a.signature = b.to_vec(),
+            (4, Wire::Bytes(b)) => a.text = b.to_vec(),
             _ => {}
         }
     }
-    Some((hash, key, sig, text))
+    Some(a)
 }
 
 /// Verifies with the host when it can (RS256/384/512 and ES256/384: PKCS#1 v1.5 RSA and ECDSA in
@@ -154,20 +168,25 @@ const PROBE_SIG: &[u8] = &[
     0x8e, 0x80, 0x87, 0xe3, 0xca, 0x66, 0xa2, 0x09, 0x77, 0x00, 0x86, 0xde, 0xbd, 0x85, 0xc7, 0x63, 0x55, 0xa6,
 ];
 
-    /// A software stand-in for Envoy's `verify_signature` (for native tests and the conformance
+/// A software stand-in for Envoy's `verify_signature` (for native tests and the conformance
 /// run): decodes the arguments and verifies DER keys and signatures with RustCrypto, as the host
 /// does with BoringSSL. RSA keys use PKCS#1 v1.5 with the named hash.
 pub fn software_host(args: &[u8]) -> Option<Vec<u8>> {
     use p256::pkcs8::DecodePublicKey;
     use rsa::signature::Verifier;
-    let (hash, key, sig, text) = decode_args(args)?;
+    let VerifyArgs { hash, public_key: key, signature: sig, text } = decode_args(args)?;
     let ok = if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(&key) {
         hash == "sha256" && p256::ecdsa::Signature::from_der(&sig).is_ok_and(|s| k.verify(&text, &s).is_ok())
     } else if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(&key) {
         hash == "sha384" && p384::ecdsa::Signature::from_der(&sig).is_ok_and(|s| k.verify(&text, &s).is_ok())
     } else if let Ok(k) = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&key) {
-        let k = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k);
-        hash == "sha256" && rsa::pkcs1v15::Signature::try_from(sig.as_slice()).is_ok_and(|s| k.verify(&text, &s).is_ok())
+        let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig.as_slice()) else { return None };
+        match hash.as_str() {
+            "sha256" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k).verify(&text, &sig).is_ok(),
+            "sha384" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(k).verify(&text, &sig).is_ok(),
+            "sha512" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(k).verify(&text, &sig).is_ok(),
+            _ => false,
+        }
     } else {
         return None;
     };
@@ -179,7 +198,6 @@ pub fn software_host(args: &[u8]) -> Option<Vec<u8>> {
     }
     Some(out)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -195,7 +213,10 @@ mod tests {
     #[test]
     fn args_roundtrip() {
         let a = encode_args("sha384", &[1; 300], &[2; 3], b"hello");
-        assert_eq!(decode_args(&a), Some(("sha384".into(), vec![1; 300], vec![2; 3], b"hello".to_vec())));
+        assert_eq!(
+            decode_args(&a),
+            Some(VerifyArgs { hash: "sha384".into(), public_key: vec![1; 300], signature: vec![2; 3], text: b"hello".to_vec() })
+        );
         assert_eq!(decode_result(&[0x08, 0x01, 0x12, 0x02, b'o', b'k']), Some((true, "ok".into())));
         assert_eq!(decode_result(&[]), Some((false, String::new())));
         assert_eq!(decode_result(&[0x12, 0x05, b'x']), None, "truncated");

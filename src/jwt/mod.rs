@@ -172,7 +172,7 @@ fn std_claims(payload: &Map<String, Value>) -> Result<StdClaims, AuthnError> {
                         return Ok(Some(u));
                     }
                 } else if let Some(f) = n.as_f64() {
-                    if f >= 0.0 && f < 9.2e18 {
+                    if (0.0..9.2e18).contains(&f) {
                         return Ok(Some(f as u64));
                     }
                 }
