@@ -1,0 +1,339 @@
+//! Native flow tests of the request engine: the same sequences the proxy-wasm adapter drives
+//! (request → wait for keys → fetch response → re-run), with time as an input.
+
+use meshgate::config::Settings;
+use meshgate::engine::{Decision, Engine};
+use meshgate::jwks::FetchRequest;
+use meshgate::jwt::b64url_encode;
+use meshgate::jwt::crypto::WasmCrypto;
+use meshgate::metrics::CountingSink;
+use meshgate::request::RequestAttrs;
+use p256::ecdsa::{signature::Signer, Signature, SigningKey};
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+const ISS: &str = "http://keycloak.keycloak.svc.cluster.local/realms/myrealm";
+const ISS2: &str = "http://keycloak.keycloak.svc.cluster.local/realms/other";
+const NOW: u64 = 1_800_000_000;
+
+struct Key {
+    kid: String,
+    sk: SigningKey,
+}
+
+impl Key {
+    fn new(kid: &str, seed: u8) -> Key {
+        let mut bytes = [seed; 32];
+        bytes[0] = 1;
+        Key { kid: kid.into(), sk: SigningKey::from_bytes(&bytes.into()).unwrap() }
+    }
+
+    fn jwk(&self) -> Value {
+        let point = self.sk.verifying_key().to_encoded_point(false);
+        json!({"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":self.kid,
+               "x": b64url_encode(point.x().unwrap()), "y": b64url_encode(point.y().unwrap())})
+    }
+
+    fn sign(&self, claims: Value) -> String {
+        let header = json!({"alg":"ES256","typ":"JWT","kid":self.kid});
+        let input = format!("{}.{}", b64url_encode(header.to_string().as_bytes()), b64url_encode(claims.to_string().as_bytes()));
+        let sig: Signature = self.sk.sign(input.as_bytes());
+        format!("{input}.{}", b64url_encode(&sig.to_bytes()))
+    }
+}
+
+fn jwks(keys: &[&Key]) -> Vec<u8> {
+    json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}).to_string().into_bytes()
+}
+
+fn claims(iss: &str) -> Value {
+    json!({"iss": iss, "sub": "u-1", "aud": ["my-backend-client", "account"], "azp": "frontend",
+           "exp": NOW + 300, "iat": NOW, "email": "user@example.com",
+           "realm_access": {"roles": ["user", "offline_access"]}, "scope": "openid email profile"})
+}
+
+fn engine(config: Value) -> Engine {
+    Engine::new(Rc::new(Settings::from_json(config.to_string().as_bytes()).unwrap()))
+}
+
+fn remote_rule() -> Value {
+    json!({"issuer": ISS, "audiences": ["my-backend-client"],
+           "jwksUri": format!("{ISS}/protocol/openid-connect/certs"),
+           "outputClaimToHeaders": [{"header": "x-email", "claim": "email"}, {"header": "x-roles", "claim": "realm_access.roles"}],
+           "outputPayloadToHeader": "x-jwt-payload"})
+}
+
+fn get(token: Option<&str>) -> RequestAttrs {
+    let mut r = RequestAttrs { method: "GET".into(), path: "/data".into(), host: "backend".into(), scheme: "http".into(), ..Default::default() };
+    if let Some(t) = token {
+        r.headers.push(("authorization".into(), format!("Bearer {t}")));
+    }
+    r
+}
+
+struct Run {
+    e: Engine,
+    m: CountingSink,
+}
+
+impl Run {
+    fn new(config: Value) -> Run {
+        Run { e: engine(config), m: CountingSink::default() }
+    }
+    fn req(&mut self, r: &RequestAttrs, now_s: u64) -> Decision {
+        self.e.on_request(r, now_s * 1000, &WasmCrypto, &mut self.m)
+    }
+    fn respond(&mut self, f: &FetchRequest, status: Option<u32>, body: &[u8], now_s: u64) -> Vec<FetchRequest> {
+        self.e.on_fetch_response(f.id, status, body, now_s * 1000, &mut self.m)
+    }
+}
+
+fn status(d: &Decision) -> u32 {
+    match d {
+        Decision::Forward(_) => 200,
+        Decision::Respond(r) => r.status,
+        Decision::Wait(_) => 0,
+    }
+}
+
+fn body(d: &Decision) -> &str {
+    match d {
+        Decision::Respond(r) => &r.body,
+        _ => "",
+    }
+}
+
+fn ready(key: &Key) -> Run {
+    let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
+    let t = key.sign(claims(ISS));
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else { panic!("first request must wait for keys") };
+    assert_eq!(f.len(), 1);
+    run.respond(&f[0], Some(200), &jwks(&[key]), NOW);
+    run
+}
+
+#[test]
+fn valid_token_forwards_with_claim_and_payload_headers() {
+    let key = Key::new("k1", 7);
+    let mut run = ready(&key);
+    let t = key.sign(claims(ISS));
+    let mut r = get(Some(&t));
+    r.headers.push(("x-email".into(), "spoofed@evil".into()));
+    let Decision::Forward(f) = run.req(&r, NOW) else { panic!() };
+    assert!(f.remove_headers.contains(&"x-email".to_string()), "client copy stripped");
+    assert!(f.remove_headers.contains(&"authorization".to_string()), "forwardOriginalToken defaults to false");
+    assert!(f.set_headers.contains(&("x-email".into(), "user@example.com".into())));
+    assert!(f.set_headers.contains(&("x-roles".into(), "user,offline_access".into())));
+    let payload = f.set_headers.iter().find(|(h, _)| h == "x-jwt-payload").unwrap();
+    assert_eq!(payload.1, t.split('.').nth(1).unwrap());
+    assert_eq!(f.principal.as_deref(), Some(&*format!("{ISS}/u-1")));
+    assert_eq!(run.m.get("meshgate.allowed"), 1);
+}
+
+#[test]
+fn token_failures_map_to_envoy_statuses() {
+    let key = Key::new("k1", 7);
+    let mut run = ready(&key);
+    let mut c = claims(ISS);
+    c["aud"] = json!("someone-else");
+    let d = run.req(&get(Some(&key.sign(c))), NOW);
+    assert_eq!((status(&d), body(&d)), (403, "Audiences in Jwt are not allowed"));
+    let mut c = claims(ISS);
+    c["exp"] = json!(NOW - 61);
+    assert_eq!(body(&run.req(&get(Some(&key.sign(c))), NOW)), "Jwt is expired");
+    let mut c = claims(ISS);
+    c["exp"] = json!(NOW - 59);
+    assert_eq!(status(&run.req(&get(Some(&key.sign(c))), NOW)), 200, "inside the 60s skew");
+    let mut c = claims(ISS);
+    c["nbf"] = json!(NOW + 120);
+    assert_eq!(body(&run.req(&get(Some(&key.sign(c))), NOW)), "Jwt not yet valid");
+    let d = run.req(&get(Some(&key.sign(claims("http://other/realms/x")))), NOW);
+    assert_eq!((status(&d), body(&d)), (401, "Jwt issuer is not configured"));
+    let d = run.req(&get(Some("not-a-jwt")), NOW);
+    assert_eq!((status(&d), body(&d)), (401, "Jwt is not in the form of Header.Payload.Signature"));
+    let big = "a".repeat(17 * 1024);
+    assert_eq!(status(&run.req(&get(Some(&big)), NOW)), 401);
+    let t = key.sign(claims(ISS));
+    let tampered = format!("{}x", &t[..t.len() - 1]);
+    let d = run.req(&get(Some(&tampered)), NOW);
+    assert!(matches!(body(&d), "Jwt verification fails" | "Jwt signature is an invalid Base64"), "{}", body(&d));
+    let Decision::Respond(r) = run.req(&get(Some(&tampered)), NOW) else { panic!() };
+    assert!(r.headers.iter().any(|(n, v)| n == "www-authenticate" && v.ends_with("error=\"invalid_token\"")));
+    assert!(run.m.get("meshgate.denied.expired") >= 1);
+}
+
+#[test]
+fn missing_token_optional_passes_required_is_401() {
+    let key = Key::new("k1", 7);
+    let mut run = ready(&key);
+    assert_eq!(status(&run.req(&get(None), NOW)), 200);
+    let mut rule = remote_rule();
+    rule["presence"] = json!("REQUIRED");
+    let mut run = Run::new(json!({"jwtRules": [rule]}));
+    let Decision::Respond(r) = run.req(&get(None), NOW) else { panic!() };
+    assert_eq!((r.status, r.body.as_str()), (401, "Jwt is missing"));
+    assert!(r.headers.iter().any(|(n, v)| n == "www-authenticate" && v == "Bearer realm=\"http://backend/data\""));
+    let mut pre = get(None);
+    pre.method = "OPTIONS".into();
+    pre.headers.push(("origin".into(), "https://app".into()));
+    pre.headers.push(("access-control-request-method".into(), "GET".into()));
+    assert_eq!(status(&run.req(&pre, NOW)), 200, "CORS preflight bypasses token checks");
+}
+
+#[test]
+fn concurrent_first_requests_share_one_fetch() {
+    let key = Key::new("k1", 7);
+    let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
+    let t = key.sign(claims(ISS));
+    let Decision::Wait(first) = run.req(&get(Some(&t)), NOW) else { panic!() };
+    for _ in 0..10 {
+        let Decision::Wait(more) = run.req(&get(Some(&t)), NOW) else { panic!() };
+        assert!(more.is_empty(), "no second fetch while one is in flight");
+    }
+    assert_eq!(first[0].cluster, "outbound|80||keycloak.keycloak.svc.cluster.local");
+    run.respond(&first[0], Some(200), &jwks(&[&key]), NOW);
+    assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
+    assert_eq!(run.m.get("meshgate.jwks_fetch.ok"), 1);
+}
+
+#[test]
+fn idp_down_fails_closed_then_recovers_without_restart() {
+    let key = Key::new("k1", 7);
+    let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
+    let t = key.sign(claims(ISS));
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else { panic!() };
+    run.respond(&f[0], None, b"", NOW);
+    let d = run.req(&get(Some(&t)), NOW);
+    assert_eq!((status(&d), body(&d)), (401, "Jwks remote fetch is failed"));
+    assert_eq!(run.m.get("meshgate.jwks_fetch.failed"), 1);
+    // The periodic tick retries after backoff; the IdP is back.
+    let due = run.e.on_tick((NOW + 2) * 1000);
+    assert_eq!(due.len(), 1);
+    run.respond(&due[0], Some(200), &jwks(&[&key]), NOW + 2);
+    assert_eq!(status(&run.req(&get(Some(&t)), NOW + 2)), 200);
+}
+
+#[test]
+fn rotated_key_is_fetched_once_and_random_kids_do_not_amplify() {
+    let old = Key::new("old", 7);
+    let new = Key::new("new", 9);
+    let mut run = ready(&old);
+    let t = new.sign(claims(ISS));
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW + 1) else { panic!("unknown kid triggers a refetch") };
+    assert_eq!(f.len(), 1);
+    run.respond(&f[0], Some(200), &jwks(&[&old, &new]), NOW + 1);
+    assert_eq!(status(&run.req(&get(Some(&t)), NOW + 1)), 200);
+    // An attacker sends many random kids: within the cooldown no fetch is started.
+    let mut fetches = 0;
+    for i in 0..50 {
+        let fake = Key::new(&format!("rand-{i}"), 11);
+        match run.req(&get(Some(&fake.sign(claims(ISS)))), NOW + 2) {
+            Decision::Wait(f) => fetches += f.len(),
+            Decision::Respond(r) => assert_eq!(r.body, "Jwks doesn't have key to match kid or alg from Jwt"),
+            Decision::Forward(_) => panic!("forged token accepted"),
+        }
+    }
+    assert_eq!(fetches, 0);
+}
+
+#[test]
+fn token_cache_hits_reapply_time_and_die_with_the_key() {
+    let key = Key::new("k1", 7);
+    let mut run = ready(&key);
+    let mut c = claims(ISS);
+    c["exp"] = json!(NOW + 10);
+    let t = key.sign(c);
+    for _ in 0..5 {
+        assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
+    }
+    assert_eq!(run.m.get("meshgate.token_cache.miss"), 2, "the warm-up token and this one");
+    assert_eq!(run.m.get("meshgate.token_cache.hit"), 4);
+    // Past exp (and past the skew) the entry is gone and full verification rejects it.
+    assert_eq!(body(&run.req(&get(Some(&t)), NOW + 71)), "Jwt is expired");
+    // The key leaves the JWKS: cached tokens it verified are dropped at once.
+    let t2 = key.sign(claims(ISS));
+    assert_eq!(status(&run.req(&get(Some(&t2)), NOW)), 200);
+    let other = Key::new("k2", 9);
+    let due = run.e.on_tick((NOW + 400) * 1000);
+    run.respond(&due[0], Some(200), &jwks(&[&other]), NOW + 400);
+    assert_eq!(run.e.cache.len(), 0);
+    let d = run.req(&get(Some(&t2)), NOW + 100);
+    assert!(matches!(d, Decision::Wait(_) | Decision::Respond(_)), "not served from the cache");
+}
+
+#[test]
+fn two_issuers_query_param_and_all_tokens_must_verify() {
+    let k1 = Key::new("k1", 7);
+    let k2 = Key::new("k2", 9);
+    let mut rule2 = remote_rule();
+    rule2["issuer"] = json!(ISS2);
+    rule2["jwksUri"] = json!(format!("{ISS2}/protocol/openid-connect/certs"));
+    let mut run = Run::new(json!({"jwtRules": [remote_rule(), rule2]}));
+    let t1 = k1.sign(claims(ISS));
+    let t2 = k2.sign(claims(ISS2));
+    let Decision::Wait(f) = run.req(&get(Some(&t1)), NOW) else { panic!() };
+    run.respond(&f[0], Some(200), &jwks(&[&k1]), NOW);
+    let Decision::Wait(f) = run.req(&get(Some(&t2)), NOW) else { panic!() };
+    assert!(f[0].headers.contains(&(":path".into(), "/realms/other/protocol/openid-connect/certs".into())));
+    run.respond(&f[0], Some(200), &jwks(&[&k2]), NOW);
+    assert_eq!(status(&run.req(&get(Some(&t1)), NOW)), 200);
+    assert_eq!(status(&run.req(&get(Some(&t2)), NOW)), 200);
+    let mut q = get(None);
+    q.path = format!("/data?access_token={t2}");
+    assert_eq!(status(&run.req(&q, NOW)), 200, "token in the access_token query parameter");
+    // A good header token cannot carry a bad query token past the filter.
+    let mut both = get(Some(&t1));
+    both.path = "/data?access_token=bad.token.here".into();
+    assert_eq!(status(&run.req(&both, NOW)), 401);
+    // A token of issuer 1 signed by issuer 2's key fails.
+    // (its kid is unknown to issuer 1: one refetch, then a definite 401).
+    let forged = k2.sign(claims(ISS));
+    let Decision::Wait(f) = run.req(&get(Some(&forged)), NOW + 100) else { panic!() };
+    run.respond(&f[0], Some(200), &jwks(&[&k1]), NOW + 100);
+    let d = run.req(&get(Some(&forged)), NOW + 100);
+    assert_eq!((status(&d), body(&d)), (401, "Jwks doesn't have key to match kid or alg from Jwt"));
+}
+
+#[test]
+fn reference_policy_end_to_end() {
+    let key = Key::new("k1", 7);
+    let policy = json!({"name": "backend-get", "action": "ALLOW", "rules": [{
+        "to": [{"operation": {"methods": ["GET"]}}],
+        "when": [
+            {"key": "request.auth.claims[iss]", "values": [ISS]},
+            {"key": "request.auth.claims[aud]", "values": ["my-backend-client"]},
+            {"key": "request.auth.claims[email]", "values": ["user@example.com"]}]}]});
+    let mut run = Run::new(json!({"jwtRules": [remote_rule()], "policies": [policy], "insufficientScopeChallenge": true}));
+    let t = key.sign(claims(ISS));
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else { panic!() };
+    run.respond(&f[0], Some(200), &jwks(&[&key]), NOW);
+    assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
+    let mut post = get(Some(&t));
+    post.method = "POST".into();
+    let Decision::Respond(r) = run.req(&post, NOW) else { panic!() };
+    assert_eq!((r.status, r.body.as_str()), (403, "RBAC: access denied"));
+    assert!(r.headers.iter().any(|(n, v)| n == "www-authenticate" && v.contains("insufficient_scope")));
+    let Decision::Respond(r) = run.req(&get(None), NOW) else { panic!() };
+    assert_eq!((r.status, r.body.as_str()), (403, "RBAC: access denied"), "no token: Istio's 403, not 401");
+    assert!(r.headers.iter().all(|(n, _)| n != "www-authenticate"), "no challenge without a valid token");
+    let mut c = claims(ISS);
+    c["email"] = json!("mallory@example.com");
+    assert_eq!(status(&run.req(&get(Some(&key.sign(c))), NOW)), 403);
+    assert_eq!(run.m.get("meshgate.policy.backend-get.allowed"), 1);
+}
+
+#[test]
+fn inline_jwks_and_discovery() {
+    let key = Key::new("k1", 7);
+    let inline = String::from_utf8(jwks(&[&key])).unwrap();
+    let mut run = Run::new(json!({"jwtRules": [{"issuer": ISS, "jwks": inline}]}));
+    assert_eq!(status(&run.req(&get(Some(&key.sign(claims(ISS)))), NOW)), 200, "no fetch needed");
+    let mut run = Run::new(json!({"jwtRules": [{"issuer": ISS}]}));
+    let due = run.e.on_tick(NOW * 1000);
+    assert!(due[0].headers.contains(&(":path".into(), "/realms/myrealm/.well-known/openid-configuration".into())));
+    let doc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs")}).to_string();
+    let next = run.respond(&due[0], Some(200), doc.as_bytes(), NOW);
+    assert!(next[0].headers.contains(&(":path".into(), "/realms/myrealm/protocol/openid-connect/certs".into())));
+    run.respond(&next[0], Some(200), &jwks(&[&key]), NOW);
+    assert_eq!(status(&run.req(&get(Some(&key.sign(claims(ISS)))), NOW)), 200);
+}
