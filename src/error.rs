@@ -32,16 +32,30 @@ pub enum AuthnError {
     Missing,
     TooLarge,
     BadFormat,
-    HeaderParse,
+    HeaderBadBase64,
+    HeaderBadJson,
     HeaderBadAlg,
     UnsupportedAlg,
+    /// HS256/384/512: Envoy knows them, but a JWKS-driven verifier never accepts them; the
+    /// client sees Envoy's answer for a token no published key can match.
+    SymmetricAlg,
     HeaderBadKid,
-    PayloadParse,
-    SignatureParse,
+    PayloadBadBase64,
+    PayloadBadJson,
+    IssNotString,
+    SubNotString,
+    JtiNotString,
+    AudNotString,
+    IatNotInteger,
+    IatOutOfRange,
+    NbfNotInteger,
+    NbfOutOfRange,
+    ExpNotInteger,
+    ExpOutOfRange,
+    SignatureBadBase64,
     UnknownIssuer,
     Expired,
     NotYetValid,
-    BadClaimType,
     AudienceNotAllowed,
     KidAlgMismatch,
     NoValidKeys,
@@ -50,25 +64,36 @@ pub enum AuthnError {
 }
 
 impl AuthnError {
-    /// Envoy's status string, also the response body.
+    /// Envoy 1.40's status string (source/common/jwt/status.cc), also the response body.
     pub fn message(self) -> &'static str {
         use AuthnError::*;
         match self {
             Missing => "Jwt is missing",
             TooLarge => "Jwt exceeds the maximum token size",
-            BadFormat => "Jwt is not in the form of Header.Payload.Signature",
-            HeaderParse => "Jwt header is an invalid Base64url input or an invalid JSON",
-            HeaderBadAlg => "Jwt header [alg] field is not a string",
-            UnsupportedAlg => "Jwt header [alg] field value is invalid",
+            BadFormat => "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+            HeaderBadBase64 => "Jwt header is an invalid Base64url encoded",
+            HeaderBadJson => "Jwt header is an invalid JSON",
+            HeaderBadAlg => "Jwt header [alg] field is required and must be a string",
+            UnsupportedAlg => "Jwt header [alg] is not supported",
+            SymmetricAlg | KidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
             HeaderBadKid => "Jwt header [kid] field is not a string",
-            PayloadParse => "Jwt payload is an invalid Base64 or an invalid JSON",
-            SignatureParse => "Jwt signature is an invalid Base64",
+            PayloadBadBase64 => "Jwt payload is an invalid Base64url encoded",
+            PayloadBadJson => "Jwt payload is an invalid JSON",
+            IssNotString => "Jwt payload [iss] field is not a string",
+            SubNotString => "Jwt payload [sub] field is not a string",
+            JtiNotString => "Jwt payload [jti] field is not a string",
+            AudNotString => "Jwt payload [aud] field is not a string or string list",
+            IatNotInteger => "Jwt payload [iat] field is not an integer",
+            IatOutOfRange => "Jwt payload [iat] field is not a positive 64 bit integer",
+            NbfNotInteger => "Jwt payload [nbf] field is not an integer",
+            NbfOutOfRange => "Jwt payload [nbf] field is not a positive 64 bit integer",
+            ExpNotInteger => "Jwt payload [exp] field is not an integer",
+            ExpOutOfRange => "Jwt payload [exp] field is not a positive 64 bit integer",
+            SignatureBadBase64 => "Jwt signature is an invalid Base64url encoded",
             UnknownIssuer => "Jwt issuer is not configured",
             Expired => "Jwt is expired",
             NotYetValid => "Jwt not yet valid",
-            BadClaimType => "Jwt payload has a claim of the wrong type",
             AudienceNotAllowed => "Audiences in Jwt are not allowed",
-            KidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
             NoValidKeys => "Jwks doesn't have any valid public key",
             VerificationFails => "Jwt verification fails",
             JwksFetchFailed => "Jwks remote fetch is failed",
@@ -81,14 +106,14 @@ impl AuthnError {
         match self {
             Missing => "missing",
             TooLarge => "too_large",
-            BadFormat | HeaderParse | HeaderBadAlg | HeaderBadKid | PayloadParse | SignatureParse => {
-                "malformed"
-            }
-            UnsupportedAlg => "unsupported_alg",
+            BadFormat | HeaderBadBase64 | HeaderBadJson | HeaderBadAlg | HeaderBadKid | PayloadBadBase64
+            | PayloadBadJson | SignatureBadBase64 => "malformed",
+            IssNotString | SubNotString | JtiNotString | AudNotString | IatNotInteger | IatOutOfRange
+            | NbfNotInteger | NbfOutOfRange | ExpNotInteger | ExpOutOfRange => "bad_claim",
+            UnsupportedAlg | SymmetricAlg => "unsupported_alg",
             UnknownIssuer => "unknown_issuer",
             Expired => "expired",
             NotYetValid => "not_yet_valid",
-            BadClaimType => "bad_claim",
             AudienceNotAllowed => "audience",
             KidAlgMismatch => "unknown_kid",
             NoValidKeys => "no_valid_keys",
@@ -98,11 +123,13 @@ impl AuthnError {
     }
 
     /// Every variant, for registering metrics up front.
-    pub const ALL: [AuthnError; 18] = {
+    pub const ALL: [AuthnError; 30] = {
         use AuthnError::*;
         [
-            Missing, TooLarge, BadFormat, HeaderParse, HeaderBadAlg, UnsupportedAlg, HeaderBadKid,
-            PayloadParse, SignatureParse, UnknownIssuer, Expired, NotYetValid, BadClaimType,
+            Missing, TooLarge, BadFormat, HeaderBadBase64, HeaderBadJson, HeaderBadAlg, UnsupportedAlg,
+            SymmetricAlg, HeaderBadKid, PayloadBadBase64, PayloadBadJson, IssNotString, SubNotString,
+            JtiNotString, AudNotString, IatNotInteger, IatOutOfRange, NbfNotInteger, NbfOutOfRange,
+            ExpNotInteger, ExpOutOfRange, SignatureBadBase64, UnknownIssuer, Expired, NotYetValid,
             AudienceNotAllowed, KidAlgMismatch, NoValidKeys, VerificationFails, JwksFetchFailed,
         ]
     };

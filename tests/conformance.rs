@@ -42,7 +42,7 @@ fn divergence(file: &str, v: &Value, got: &Result<(), AuthnError>) -> Option<&'s
         serde_json::from_slice::<Value>(&h).ok().and_then(|h| h["alg"].as_str().map(str::to_owned))
     });
     let is_hs = alg.as_deref().is_some_and(|a| a.starts_with("HS"));
-    if is_hs && got == &Err(AuthnError::UnsupportedAlg) {
+    if is_hs && got == &Err(AuthnError::SymmetricAlg) {
         return Some("HS* is never accepted against a JWKS (RFC 8725 §3.2; symmetric keys do not belong in a published JWKS)");
     }
     if file == "optional_algs.json" && got == &Err(AuthnError::UnsupportedAlg) {

@@ -150,13 +150,13 @@ fn token_failures_map_to_envoy_statuses() {
     let d = run.req(&get(Some(&key.sign(claims("http://other/realms/x")))), NOW);
     assert_eq!((status(&d), body(&d)), (401, "Jwt issuer is not configured"));
     let d = run.req(&get(Some("not-a-jwt")), NOW);
-    assert_eq!((status(&d), body(&d)), (401, "Jwt is not in the form of Header.Payload.Signature"));
+    assert_eq!((status(&d), body(&d)), (401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"));
     let big = "a".repeat(17 * 1024);
     assert_eq!(status(&run.req(&get(Some(&big)), NOW)), 401);
     let t = key.sign(claims(ISS));
     let tampered = format!("{}x", &t[..t.len() - 1]);
     let d = run.req(&get(Some(&tampered)), NOW);
-    assert!(matches!(body(&d), "Jwt verification fails" | "Jwt signature is an invalid Base64"), "{}", body(&d));
+    assert!(matches!(body(&d), "Jwt verification fails" | "Jwt signature is an invalid Base64url encoded"), "{}", body(&d));
     let Decision::Respond(r) = run.req(&get(Some(&tampered)), NOW) else { panic!() };
     assert!(r.headers.iter().any(|(n, v)| n == "www-authenticate" && v.ends_with("error=\"invalid_token\"")));
     assert!(run.m.get("meshgate.denied.expired") >= 1);

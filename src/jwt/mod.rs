@@ -124,33 +124,36 @@ pub fn parse(token: &str, max_len: usize) -> Result<UntrustedJwt<'_>, AuthnError
     // Like jwt_verify_lib, the signing input is rebuilt from the non-empty segments, so stray
     // empty segments (`.a.b.c`, `a..b.c`) change nothing the signature covers.
     let signing_input = format!("{h}.{p}");
-    let header_bytes = b64url_decode(h).ok_or(AuthnError::HeaderParse)?;
+    let header_bytes = b64url_decode(h).ok_or(AuthnError::HeaderBadBase64)?;
     let header: Map<String, Value> =
-        serde_json::from_slice(&header_bytes).map_err(|_| AuthnError::HeaderParse)?;
+        serde_json::from_slice(&header_bytes).map_err(|_| AuthnError::HeaderBadJson)?;
     let alg = match header.get("alg") {
-        Some(Value::String(a)) => Alg::from_name(a).ok_or(AuthnError::UnsupportedAlg)?,
-        Some(_) => return Err(AuthnError::HeaderBadAlg),
-        None => return Err(AuthnError::UnsupportedAlg),
+        Some(Value::String(a)) => match Alg::from_name(a) {
+            Some(alg) => alg,
+            None if matches!(a.as_str(), "HS256" | "HS384" | "HS512") => return Err(AuthnError::SymmetricAlg),
+            None => return Err(AuthnError::UnsupportedAlg),
+        },
+        _ => return Err(AuthnError::HeaderBadAlg),
     };
     let kid = match header.get("kid") {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(AuthnError::HeaderBadKid),
         None => None,
     };
-    let payload_bytes = b64url_decode(p).ok_or(AuthnError::PayloadParse)?;
+    let payload_bytes = b64url_decode(p).ok_or(AuthnError::PayloadBadBase64)?;
     let payload: Map<String, Value> =
-        serde_json::from_slice(&payload_bytes).map_err(|_| AuthnError::PayloadParse)?;
-    let signature = b64url_decode(s).ok_or(AuthnError::SignatureParse)?;
+        serde_json::from_slice(&payload_bytes).map_err(|_| AuthnError::PayloadBadJson)?;
+    let signature = b64url_decode(s).ok_or(AuthnError::SignatureBadBase64)?;
     let claims = std_claims(&payload)?;
     Ok(UntrustedJwt { alg, kid, signing_input, signature, payload, payload_b64: p, claims })
 }
 
 fn std_claims(payload: &Map<String, Value>) -> Result<StdClaims, AuthnError> {
-    let string = |name: &str| -> Result<Option<String>, AuthnError> {
+    let string = |name: &str, err: AuthnError| -> Result<Option<String>, AuthnError> {
         match payload.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(AuthnError::BadClaimType),
+            Some(_) => Err(err),
         }
     };
     let aud = match payload.get("aud") {
@@ -158,37 +161,31 @@ fn std_claims(payload: &Map<String, Value>) -> Result<StdClaims, AuthnError> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(AuthnError::BadClaimType))
+            .map(|v| v.as_str().map(str::to_owned).ok_or(AuthnError::AudNotString))
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(AuthnError::BadClaimType),
+        Some(_) => return Err(AuthnError::AudNotString),
     };
-    // NumericDate: jwt_verify_lib rejects negative values and values above 2^63.
-    let time = |name: &str| -> Result<Option<u64>, AuthnError> {
+    // NumericDate as jwt_verify_lib reads it: a JSON number, not negative, below 2^63.
+    let time = |name: &str, not_int: AuthnError, range: AuthnError| -> Result<Option<u64>, AuthnError> {
         match payload.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => {
-                if let Some(u) = n.as_u64() {
-                    if u <= i64::MAX as u64 {
-                        return Ok(Some(u));
-                    }
-                } else if let Some(f) = n.as_f64() {
-                    if (0.0..9.2e18).contains(&f) {
-                        return Ok(Some(f as u64));
-                    }
-                }
-                Err(AuthnError::BadClaimType)
-            }
-            Some(_) => Err(AuthnError::BadClaimType),
+            Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+                (Some(u), _) if u <= i64::MAX as u64 => Ok(Some(u)),
+                (None, Some(f)) if (0.0..9.2e18).contains(&f) => Ok(Some(f as u64)),
+                _ => Err(range),
+            },
+            Some(_) => Err(not_int),
         }
     };
-    time("iat")?;
+    string("jti", AuthnError::JtiNotString)?;
+    time("iat", AuthnError::IatNotInteger, AuthnError::IatOutOfRange)?;
     Ok(StdClaims {
-        iss: string("iss")?,
-        sub: string("sub")?,
+        iss: string("iss", AuthnError::IssNotString)?,
+        sub: string("sub", AuthnError::SubNotString)?,
         aud,
-        exp: time("exp")?,
-        nbf: time("nbf")?,
-        azp: string("azp")?,
+        exp: time("exp", AuthnError::ExpNotInteger, AuthnError::ExpOutOfRange)?,
+        nbf: time("nbf", AuthnError::NbfNotInteger, AuthnError::NbfOutOfRange)?,
+        azp: payload.get("azp").and_then(Value::as_str).map(str::to_owned),
     })
 }
 
@@ -228,22 +225,41 @@ mod tests {
 
     #[test]
     fn rejects_none_and_hmac_algs() {
-        for alg in ["none", "HS256", "HS512", "RS1"] {
+        for alg in ["none", "RS1", "ES256K"] {
             let t = tok(&format!(r#"{{"alg":"{alg}"}}"#), r#"{"iss":"i"}"#, "c2ln");
             assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::UnsupportedAlg, "{alg}");
         }
+        for alg in ["HS256", "HS384", "HS512"] {
+            let t = tok(&format!(r#"{{"alg":"{alg}"}}"#), r#"{"iss":"i"}"#, "c2ln");
+            assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::SymmetricAlg, "{alg}");
+        }
         let t = tok(r#"{"alg":5}"#, r#"{}"#, "c2ln");
+        assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::HeaderBadAlg);
+        let t = tok(r#"{"typ":"JWT"}"#, r#"{}"#, "c2ln");
         assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::HeaderBadAlg);
     }
 
     #[test]
     fn claim_types_are_checked() {
-        for payload in [r#"{"iss":5}"#, r#"{"aud":[1]}"#, r#"{"exp":"1"}"#, r#"{"nbf":-1}"#, r#"{"iat":1e300}"#] {
+        use AuthnError::*;
+        for (payload, err) in [
+            (r#"{"iss":5}"#, IssNotString),
+            (r#"{"sub":[]}"#, SubNotString),
+            (r#"{"jti":1}"#, JtiNotString),
+            (r#"{"aud":[1]}"#, AudNotString),
+            (r#"{"exp":"1"}"#, ExpNotInteger),
+            (r#"{"nbf":-1}"#, NbfOutOfRange),
+            (r#"{"iat":1e300}"#, IatOutOfRange),
+            (r#"{"exp":18446744073709551615}"#, ExpOutOfRange),
+        ] {
             let t = tok(r#"{"alg":"ES256"}"#, payload, "c2ln");
-            assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::BadClaimType, "{payload}");
+            assert_eq!(parse(&t, 16384).unwrap_err(), err, "{payload}");
         }
         let t = tok(r#"{"alg":"ES256"}"#, "[]", "c2ln");
-        assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::PayloadParse);
+        assert_eq!(parse(&t, 16384).unwrap_err(), PayloadBadJson);
+        let t = format!("{}.!!.c2ln", b64url_encode(br#"{"alg":"ES256"}"#));
+        assert_eq!(parse(&t, 16384).unwrap_err(), PayloadBadBase64);
+        assert_eq!(parse("!!.e30.c2ln", 16384).unwrap_err(), HeaderBadBase64);
     }
 
     #[test]
