@@ -90,14 +90,14 @@ impl Engine {
                 TokenResult::Invalid(err) => {
                     if let Ok(jwt) = jwt::parse(&t.token, crate::config::MAX_TOKEN_BYTES) {
                         log::debug!(
-                            "meshgate: token rejected: {} (iss={:?}, kid={:?}, alg={})",
+                            "token rejected: {} (iss={:?}, kid={:?}, alg={})",
                             err.message(),
                             jwt.claims.iss,
                             jwt.kid,
                             jwt.alg.name()
                         );
                     } else {
-                        log::debug!("meshgate: token rejected: {}", err.message());
+                        log::debug!("token rejected: {}", err.message());
                     }
                     return self.deny_authn(req, err, metrics);
                 }
@@ -121,7 +121,7 @@ impl Engine {
         let result = settings.policies.evaluate(req, identity);
         for rr in &result.audit_matches {
             metrics.increment(Metric::AuditMatched(&rr.policy));
-            log::info!("meshgate: audit policy {} matched (rule {:?})", rr.policy, rr.rule);
+            log::info!("audit policy {} matched (rule {:?})", rr.policy, rr.rule);
         }
         for d in &result.dry_run {
             let would_deny = dry_run_would_deny(d);
@@ -130,7 +130,7 @@ impl Engine {
             } else {
                 Metric::DryRunWouldAllow(&d.policy)
             });
-            log::debug!("meshgate: dry-run policy {} would {}", d.policy, if would_deny { "deny" } else { "allow" });
+            log::debug!("dry-run policy {} would {}", d.policy, if would_deny { "deny" } else { "allow" });
         }
         match &result.decision {
             AuthzDecision::Allow { by } => {
@@ -143,7 +143,7 @@ impl Engine {
             }
             AuthzDecision::Deny { by } => {
                 metrics.increment(Metric::PolicyDenied(&by.policy));
-                log::debug!("meshgate: denied by policy {} rule {:?}", by.policy, by.rule);
+                log::debug!("denied by policy {} rule {:?}", by.policy, by.rule);
                 let denial = Denial::Authz {
                     policy: by.policy.to_string(),
                     rule: by.rule,
@@ -243,13 +243,13 @@ impl Engine {
         let issuer = self.settings.rules.get(id.rule).map_or("", |r| r.issuer.as_str());
         if let Some(why) = &outcome.failed {
             metrics.increment(Metric::JwksFetchFailed);
-            log::warn!("meshgate: {:?} fetch for issuer {issuer} failed: {why}", id.phase);
+            log::warn!("{:?} fetch for issuer {issuer} failed: {why}", id.phase);
         }
         if let Some((rule, keys)) = &outcome.updated {
             metrics.increment(Metric::JwksFetchOk);
-            log::debug!("meshgate: JWKS for issuer {issuer}: {} usable keys", keys.keys.len());
+            log::debug!("JWKS for issuer {issuer}: {} usable keys", keys.keys.len());
             for s in &outcome.skipped {
-                log::debug!("meshgate: JWKS for issuer {issuer}: skipped {s}");
+                log::debug!("JWKS for issuer {issuer}: skipped {s}");
             }
             self.cache.retain_keys(*rule, |fp| keys.contains_fingerprint(fp));
         }

@@ -56,26 +56,26 @@ pub fn request_attrs() -> RequestAttrs {
 pub fn apply_forward(fwd: &Forward) {
     for name in &fwd.remove_headers {
         if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
-            log::warn!("meshgate: cannot remove header {name}: {e:?}");
+            log::warn!("cannot remove header {name}: {e:?}");
         }
     }
     for (name, value) in &fwd.set_headers {
         if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
-            log::warn!("meshgate: cannot set header {name}: {e:?}");
+            log::warn!("cannot set header {name}: {e:?}");
         }
     }
 }
 
 pub fn resume() {
     if let Err(e) = hostcalls::resume_http_request() {
-        log::warn!("meshgate: cannot resume request: {e:?}");
+        log::warn!("cannot resume request: {e:?}");
     }
 }
 
 pub fn send_reply(reply: &Reply) {
     let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {
-        log::warn!("meshgate: cannot send local reply: {e:?}");
+        log::warn!("cannot send local reply: {e:?}");
     }
 }
 
@@ -102,7 +102,7 @@ impl HostMetrics {
                 Some(id)
             }
             Err(e) => {
-                log::warn!("meshgate: cannot define metric {name}: {e:?}");
+                log::warn!("cannot define metric {name}: {e:?}");
                 None
             }
         }

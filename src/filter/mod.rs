@@ -75,7 +75,7 @@ impl Shared {
                 }
                 Err(status) => {
                     log::warn!(
-                        "meshgate: dispatch_http_call to cluster {:?} failed ({status:?}): the cluster must exist in this proxy (Istio names it outbound|<port>||<host>; set jwksCluster to override)",
+                        "dispatch_http_call to cluster {:?} failed ({status:?}): the cluster must exist in this proxy (Istio names it outbound|<port>||<host>; set jwksCluster to override)",
                         f.cluster
                     );
                     failed += 1;
@@ -225,9 +225,9 @@ impl RootContext for Root {
             Ok(s) => s,
             Err(errors) => {
                 for e in &errors {
-                    log::error!("meshgate: invalid configuration: {e}");
+                    log::error!("invalid configuration: {e}");
                 }
-                log::error!("meshgate: refusing to load ({} configuration error(s))", errors.len());
+                log::error!("refusing to load ({} configuration error(s))", errors.len());
                 return false;
             }
         };
@@ -236,14 +236,14 @@ impl RootContext for Root {
             mode => {
                 let available = host_sig::probe(host_call);
                 if !available && mode == CryptoMode::Host {
-                    log::error!("meshgate: invalid configuration: crypto: \"host\" but this proxy has no working verify_signature foreign function");
+                    log::error!("invalid configuration: crypto: \"host\" but this proxy has no working verify_signature foreign function");
                     return false;
                 }
                 available
             }
         };
         log::info!(
-            "meshgate: configured {} jwtRules, {} policies; signature verification: {}",
+            "configured {} jwtRules, {} policies; signature verification: {}",
             settings.rules.len(),
             settings.policies.names().count(),
             if host_crypto { "host (BoringSSL)" } else { "in-wasm" }
@@ -260,7 +260,7 @@ impl RootContext for Root {
         s.dispatch(self, initial);
         drop(s);
         if let Err(e) = hostcalls::set_tick_period(TICK) {
-            log::error!("meshgate: cannot set tick period: {e:?}");
+            log::error!("cannot set tick period: {e:?}");
             return false;
         }
         true

@@ -134,7 +134,7 @@ impl<F: Fn(&[u8]) -> Option<Vec<u8>>> SignatureBackend for HostCrypto<F> {
             let args = encode_args(alg.hash_name(), spki, &host_sig, msg);
             match (self.call)(&args).as_deref().and_then(decode_result) {
                 Some((result, _)) => return result,
-                None => log::warn!("meshgate: host verify_signature failed; verifying in wasm"),
+                None => log::warn!("host verify_signature failed; verifying in wasm"),
             }
         }
         WasmCrypto.verify(alg, key, msg, sig)

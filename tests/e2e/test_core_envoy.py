@@ -224,3 +224,37 @@ def test_invalid_config_refuses_to_load_and_names_the_field(envoy_factory, meshg
     with pytest.raises(harness.HarnessError) as err:
         envoy_factory(cfg)
     assert "jwtRules[0]" in str(err.value) and "bogus" in str(err.value), str(err.value)[-2000:]
+
+
+def test_requests_wait_for_a_slow_jwks_fetch_and_share_it(start_meshgate, idp_clean):
+    import concurrent.futures
+    import time
+    idp_clean.jwks_mode("slow", delay=2)
+    env = start_meshgate({"jwtRules": [rule(idp_clean, cacheDuration="1h")]})
+    tok = idp_clean.mint()
+    idp_clean.reset_stats()
+    # Both VMs fetched at configure time; force a refetch through a rotation so requests must wait.
+    idp_clean.rotate()
+    fresh = idp_clean.mint()
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: env.get("/data", token=fresh).status_code, range(8)))
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 8, statuses
+    assert elapsed >= 1.5, "the requests were paused until the keys arrived"
+    assert idp_clean.stats()["jwks_fetches"]["myrealm"] <= 2, "one fetch shared by the waiting requests"
+    assert env.get("/data", token=tok).status_code == 200
+
+
+def test_jwks_fetch_timeout_fails_closed(start_meshgate, idp_clean):
+    import time
+    idp_clean.jwks_mode("slow", delay=8)
+    env = start_meshgate({"jwtRules": [rule(idp_clean, timeout="1s")]})
+    started = time.monotonic()
+    resp = env.get("/data", token=idp_clean.mint(), timeout=20)
+    assert_401(resp, "Jwks remote fetch is failed")
+    assert time.monotonic() - started < 6, "bounded by the rule's timeout, not the IdP"
+    idp_clean.jwks_mode("normal")
+    ok = harness.wait_until(lambda: env.get("/data", token=idp_clean.mint()).status_code == 200, timeout=30,
+                            desc="recovery after the IdP answers again")
+    assert ok

@@ -1,0 +1,145 @@
+"""`make run`: meshgate in a local Envoy, with a Keycloak-compatible dev IdP and an echo backend.
+
+Envoy gets the filter exactly as istiod renders the backend WasmPlugin (the reference policy: GET only,
+token from realm myrealm, audience my-backend-client, email user@example.com). The script obtains tokens
+the way a client would, runs the curl commands it prints, shows the status each one returned, and then
+keeps everything running until Ctrl-C.
+
+Against a real Keycloak instead of the dev IdP, change two settings:
+  --keycloak-url URL   where Envoy reaches Keycloak (becomes the Envoy cluster for JWKS fetches)
+  --issuer URL         the realm's issuer as Keycloak writes it into tokens (its frontend URL + /realms/myrealm)
+e.g. `make run DEMO_ARGS="--keycloak-url http://127.0.0.1:8080 --issuer http://localhost:8080/realms/myrealm"`
+(import istio/keycloak/realm-myrealm.json into that Keycloak first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+import harness
+import render
+from conftest import make_wasmplugin
+
+REALM_ISSUER = "http://keycloak.keycloak.svc.cluster.local/realms/myrealm"
+
+
+def plugin_config(issuer: str) -> dict:
+    return {
+        "jwtRules": [{
+            "issuer": issuer,
+            "jwksUri": issuer + "/protocol/openid-connect/certs",
+            "audiences": ["my-backend-client"],
+            "outputClaimToHeaders": [{"header": "x-user-email", "claim": "email"}],
+        }],
+        "policies": [{
+            "name": "backend-reference",
+            "action": "ALLOW",
+            "rules": [{
+                "to": [{"operation": {"methods": ["GET"]}}],
+                "when": [
+                    {"key": "request.auth.claims[iss]", "values": [issuer]},
+                    {"key": "request.auth.claims[aud]", "values": ["my-backend-client"]},
+                    {"key": "request.auth.claims[email]", "values": ["user@example.com"]},
+                ],
+            }],
+        }],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--port", type=int, default=10000, help="Envoy listener port (0: any free port)")
+    ap.add_argument("--keycloak-url", help="use this Keycloak instead of starting the dev IdP")
+    ap.add_argument("--issuer", default=None, help="realm issuer (default: the in-cluster Keycloak URL)")
+    ap.add_argument("--once", action="store_true", help="exit after the demo requests (used by tests)")
+    args = ap.parse_args()
+
+    wasm = harness.require_meshgate_wasm()
+    work = Path(tempfile.mkdtemp(prefix="meshgate-run-"))
+    started: list = []
+    try:
+        if args.keycloak_url:
+            issuer = args.issuer or args.keycloak_url.rstrip("/") + "/realms/myrealm"
+            ku = urlsplit(args.keycloak_url)
+            keycloak = (ku.hostname or "127.0.0.1", ku.port or (443 if ku.scheme == "https" else 80))
+            token_url = args.keycloak_url.rstrip("/") + "/realms/myrealm/protocol/openid-connect/token"
+            idp = None
+        else:
+            issuer = args.issuer or REALM_ISSUER
+            idp = harness.start_idp(workdir=work / "idp", issuer_base=issuer.rsplit("/realms/", 1)[0])
+            started.append(idp)
+            keycloak = ("127.0.0.1", idp.port)
+            token_url = idp.local_url(path="/protocol/openid-connect/token")
+        iu = urlsplit(issuer)
+        cluster = f"outbound|{iu.port or (443 if iu.scheme == 'https' else 80)}||{iu.hostname}"
+        echo = harness.start_echo(workdir=work / "echo")
+        started.append(echo)
+        wp = make_wasmplugin(plugin_config(issuer), name="backend-auth", namespace="demo")
+        cfg = render.render_wasmplugin_envoy(wp, wasm, args.port, 0, echo.port, {cluster: keycloak})
+        envoy = harness.start_envoy(cfg, workdir=work / "envoy")
+        started.append(envoy)
+        base = f"http://127.0.0.1:{envoy.listen_port}"
+
+        def token(user: str) -> str:
+            r = requests.post(token_url, data={"grant_type": "password", "client_id": "demo-cli",
+                                               "username": user, "password": user, "scope": "openid"}, timeout=10)
+            r.raise_for_status()
+            return r.json()["access_token"]
+
+        alice, bob = token("alice"), token("bob")
+        print(f"\nmeshgate is running: Envoy {base} (admin http://127.0.0.1:{envoy.admin_port}), "
+              f"Keycloak {'dev IdP' if idp else 'at ' + args.keycloak_url} on {keycloak[0]}:{keycloak[1]}, "
+              f"echo backend on 127.0.0.1:{echo.port}. Envoy log: {envoy.log_path}\n")
+        print("Get a token (Keycloak password grant, user alice/alice, public client demo-cli):")
+        print(f"  TOKEN=$(curl -s -d grant_type=password -d client_id=demo-cli -d username=alice -d password=alice \\\n"
+              f"          {token_url} | python3 -c 'import sys,json; print(json.load(sys.stdin)[\"access_token\"])')\n"
+              "  (BOB_TOKEN: the same with username=bob password=bob; bob's email is bob@example.com)\n")
+        cases = [
+            ("valid token, GET (reference policy allows)", "GET", {"Authorization": f"Bearer {alice}"}, 200, "$TOKEN"),
+            ("no token (policy needs claims: Istio's 403)", "GET", {}, 403, None),
+            ("garbage token (invalid: 401 + WWW-Authenticate)", "GET", {"Authorization": "Bearer not.a.jwt"}, 401,
+             "not.a.jwt"),
+            ("valid token, POST (policy allows GET only)", "POST", {"Authorization": f"Bearer {alice}"}, 403, "$TOKEN"),
+            ("bob's token (email bob@example.com)", "GET", {"Authorization": f"Bearer {bob}"}, 403, "$BOB_TOKEN"),
+        ]
+        ok = True
+        for what, method, headers, want, shown in cases:
+            r = requests.request(method, base + "/data", headers=headers, timeout=10)
+            cmd = "curl -i" + (f" -X {method}" if method != "GET" else "") + \
+                  (f" -H \"Authorization: Bearer {shown}\"" if shown else "") + f" {base}/data"
+            mark = "ok" if r.status_code == want else f"UNEXPECTED (wanted {want})"
+            print(f"# {what}\n  {cmd}\n  -> {r.status_code} {r.text.strip()[:60]!r}  [{mark}]")
+            if r.status_code == 401:
+                print(f"     WWW-Authenticate: {r.headers.get('www-authenticate')}")
+            ok &= r.status_code == want
+        stats = {k.removeprefix("wasmcustom."): v for k, v in envoy.stats("wasmcustom.meshgate").items() if v}
+        print(f"\nmeshgate counters: {json.dumps(stats)}")
+        print(f"Stats: curl -s http://127.0.0.1:{envoy.admin_port}/stats | grep meshgate")
+        if args.once:
+            return 0 if ok else 1
+        print("\nCtrl-C stops Envoy, the IdP and the backend.")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while envoy.alive():
+            time.sleep(1)
+        print("Envoy exited:\n" + harness.tail(envoy.log_path))
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
