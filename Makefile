@@ -30,6 +30,11 @@ setup:
 	@if command -v func-e >/dev/null 2>&1; then \
 	  printf '#!/bin/sh\nexec func-e run "$$@"\n' > $(VENV)/bin/envoy-func-e && chmod +x $(VENV)/bin/envoy-func-e; fi
 	@$(ENVOY_BIN) --version | head -1
+	@touch $(VENV)/.setup-done
+
+# `make run` / `make test` on a fresh machine set themselves up once.
+$(VENV)/.setup-done: tests/e2e/requirements.txt
+	$(MAKE) setup
 
 ## build: the release .wasm → dist/meshgate.wasm
 build:
@@ -44,14 +49,12 @@ test: build test-native test-e2e
 test-native:
 	$(CARGO) test --locked
 
-test-e2e: build
-	@test -x $(PYTHON) || { echo "run 'make setup' first"; exit 1; }
+test-e2e: build $(VENV)/.setup-done
 	$(PYTHON) -m pytest -q tests/e2e
 
 ## run: local demo (Envoy + filter + dev IdP + echo backend); Ctrl-C stops everything
-run: build
-	@test -x $(PYTHON) || $(MAKE) setup
-	$(PYTHON) tests/e2e/demo.py
+run: build $(VENV)/.setup-done
+	$(PYTHON) tests/e2e/demo.py $(DEMO_ARGS)
 
 lint:
 	$(CARGO) fmt --check
