@@ -38,6 +38,7 @@ $(VENV)/.setup-done: tests/e2e/requirements.txt
 
 ## build: the release .wasm → dist/meshgate.wasm
 build:
+	@rustup target list --installed 2>/dev/null | grep -qx $(TARGET) || rustup target add $(TARGET)
 	$(CARGO) build --release --locked --target $(TARGET)
 	@mkdir -p dist
 	cp target/$(TARGET)/release/meshgate.wasm $(WASM)
