@@ -29,6 +29,8 @@ proxy_wasm::main! {{
 const TICK: Duration = Duration::from_millis(500);
 /// A paused request is re-evaluated at most this many times (discovery, JWKS, kid refetch).
 const MAX_WAKEUPS: u32 = 4;
+/// Paused requests per VM; beyond this, requests that need keys fail closed at once.
+const MAX_WAITING: usize = 4096;
 
 struct Waiting {
     req: RequestAttrs,
@@ -114,6 +116,12 @@ impl Shared {
                     return Action::Pause;
                 }
                 Decision::Wait(fetches) => {
+                    if self.waiting.len() >= MAX_WAITING && !self.waiting.contains_key(&id) {
+                        log::warn!("{MAX_WAITING} requests already wait for keys; failing this one");
+                        self.metrics.count_denied(AuthnError::JwksFetchFailed);
+                        self.dispatch(ctx, fetches);
+                        break;
+                    }
                     if self.dispatch(ctx, fetches) > 0 {
                         // The fetch could not even be sent: decide again (now without keys → 401).
                         continue;
