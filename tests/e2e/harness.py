@@ -474,7 +474,9 @@ def start_envoy(
     if base_id is None:
         base_id = next(_base_ids)
     cmd = [binary, "-c", str(cfg_path), "--concurrency", "1", "--disable-hot-restart", "--base-id", str(base_id),
-           "-l", log_level, "--log-path", str(log_path), "--admin-address-path", str(admin_path)]
+           "-l", log_level, "--log-path", str(log_path), "--admin-address-path", str(admin_path),
+           # Flush the log file often: tests read it (Envoy's default is every 10 s).
+           "--file-flush-interval-msec", "100"]
     if component_log_level:
         cmd += ["--component-log-level", component_log_level]
     cmd += list(extra_args)

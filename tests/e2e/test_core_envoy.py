@@ -258,3 +258,14 @@ def test_jwks_fetch_timeout_fails_closed(start_meshgate, idp_clean):
     ok = harness.wait_until(lambda: env.get("/data", token=idp_clean.mint()).status_code == 200, timeout=30,
                             desc="recovery after the IdP answers again")
     assert ok
+
+
+@pytest.mark.parametrize("crypto", ["host", "wasm"])
+def test_both_signature_backends_in_envoy(start_meshgate, idp, crypto):
+    env = start_meshgate({"crypto": crypto, "tokenCacheSize": 0, "jwtRules": [rule(idp)]})
+    marker = f"signature verification: {'host (BoringSSL)' if crypto == 'host' else 'in-wasm'}"
+    assert harness.wait_until(lambda: marker in env.log(), timeout=20, desc="backend log line (Envoy flushes logs late)")
+    for alg in ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]:
+        assert env.get("/data", token=idp.mint(alg=alg)).status_code == 200, (crypto, alg)
+        bad = idp.mint(alg=alg, sign_with="unpublished")
+        assert_401(env.get("/data", token=bad), "Jwt verification fails")
