@@ -15,10 +15,9 @@ pub struct RequestAttrs {
     pub scheme: String,
     /// Regular headers with lower-case names, in arrival order (a name may repeat).
     pub headers: Vec<(String, String)>,
-    /// Direct peer address (`source.ip`, Envoy `source.address`).
-    pub source_ip: Option<IpAddr>,
-    /// Original client address (`remote.ip`): from XFF the way Envoy computes the downstream
-    /// remote address; equals `source_ip` when no trusted proxy is in front.
+    /// Original client address (`remote.ip`, Envoy's `source.address`): the downstream remote
+    /// address as Envoy computed it (from X-Forwarded-For when the listener trusts it). Envoy does
+    /// not expose the direct TCP peer to Wasm, so `source.ip`/`ipBlocks` are not supported.
     pub remote_ip: Option<IpAddr>,
     /// Local address of the connection (`destination.ip`).
     pub destination_ip: Option<IpAddr>,

@@ -22,7 +22,6 @@ enum Attr {
     Path,
     Port,
     Header(HeaderKey),
-    SourceIp,
     RemoteIp,
     DestIp,
     SourcePrincipal,
@@ -161,7 +160,12 @@ impl Compiler {
     }
 
     fn source(&mut self, s: &SourceConfig, path: &str) -> Vec<Cond> {
-        let fields: [FieldSpec<'_>; 5] = [
+        for (values, name) in [(&s.ip_blocks, "ipBlocks"), (&s.not_ip_blocks, "notIpBlocks")] {
+            if !values.is_empty() {
+                self.err(format!("{path}.{name}"), DIRECT_PEER_UNAVAILABLE);
+            }
+        }
+        let fields: [FieldSpec<'_>; 4] = [
             (
                 &s.principals,
                 &s.not_principals,
@@ -184,13 +188,6 @@ impl Compiler {
                 Attr::SourceNamespace,
             ),
             (
-                &s.ip_blocks,
-                &s.not_ip_blocks,
-                "ipBlocks",
-                "notIpBlocks",
-                Attr::SourceIp,
-            ),
-            (
                 &s.remote_ip_blocks,
                 &s.not_remote_ip_blocks,
                 "remoteIpBlocks",
@@ -205,7 +202,8 @@ impl Compiler {
                 self.field(&attr, &names, values, not_values)
             })
             .collect();
-        if conds.is_empty() {
+        let has_ip_blocks = !s.ip_blocks.is_empty() || !s.not_ip_blocks.is_empty();
+        if conds.is_empty() && !has_ip_blocks {
             self.err(path, "`source` must not be empty");
         }
         conds
@@ -307,7 +305,6 @@ fn pred(attr: &Attr, v: &str) -> Result<Pred, String> {
         }
         Attr::Path => Pred::Path(StrMatch::istio(v, "")),
         Attr::Port => Pred::Port(parse_port(v)?),
-        Attr::SourceIp => Pred::SourceIp(Cidr::parse(v)?),
         Attr::RemoteIp => Pred::RemoteIp(Cidr::parse(v)?),
         Attr::DestIp => Pred::DestIp(Cidr::parse(v)?),
         Attr::SourcePrincipal => Pred::Principal(StrMatch::istio(v, SPIFFE)),
@@ -367,11 +364,17 @@ fn request_principal(v: &str) -> Pred {
     Pred::RequestPrincipal { iss, sub }
 }
 
+/// Why `ipBlocks`, `notIpBlocks` and `source.ip` are refused: enforcing them with the address Envoy
+/// does expose would let any client choose its own IP.
+const DIRECT_PEER_UNAVAILABLE: &str = "needs the connection's direct peer address, which Envoy does not expose to \
+Wasm filters (source.address is the X-Forwarded-For-derived remote address, so matching it would let clients \
+spoof their IP); use remoteIpBlocks / remote.ip, or keep this rule in a native AuthorizationPolicy";
+
 /// The `when` keys we support (Istio `model.go`), parsed once.
 fn parse_key(key: &str) -> Result<Attr, String> {
     Ok(match key {
         "" => return Err("`key` must not be empty".into()),
-        "source.ip" => Attr::SourceIp,
+        "source.ip" => return Err(DIRECT_PEER_UNAVAILABLE.into()),
         "remote.ip" => Attr::RemoteIp,
         "source.namespace" => Attr::SourceNamespace,
         "source.principal" => Attr::SourcePrincipal,

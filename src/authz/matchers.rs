@@ -212,10 +212,16 @@ enum Tok {
     Any,
 }
 
-/// Envoy's `kLiteral` (RFC 3986 pchar minus `*` and `=`), the only characters a template
-/// literal may contain and a glob may match.
-fn is_pchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@".contains(&b)
+/// Characters a template literal may contain: RFC 3986 pchar without `*` (Istio's validator
+/// accepts `=`, and Envoy 1.40 serves such templates).
+fn is_literal_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&b)
+}
+
+/// Characters `{*}` and `{**}` match: Envoy 1.40's glob set `a-zA-Z0-9-._~%!$&'()+,;:@=*`
+/// (verified against the Envoy binary by the differential test).
+fn is_glob_char(b: u8) -> bool {
+    is_literal_char(b) || b == b'*'
 }
 
 impl PathTemplate {
@@ -255,7 +261,7 @@ impl PathTemplate {
                         "invalid path template {path:?}: '{{' or '}}' outside a {{*}} or {{**}} segment"
                     ));
                 }
-                s if !s.is_empty() && s.bytes().all(is_pchar) => push_lit(&mut toks, s),
+                s if !s.is_empty() && s.bytes().all(is_literal_char) => push_lit(&mut toks, s),
                 s => {
                     return Err(format!(
                         "invalid path template {path:?}: segment {s:?} is not a valid literal"
@@ -288,14 +294,14 @@ fn match_toks(toks: &[Tok], s: &str) -> bool {
         Some((Tok::One, rest)) => {
             let end = s.find('/').unwrap_or(s.len());
             end > 0
-                && s.as_bytes()[..end].iter().all(|&b| is_pchar(b))
+                && s.as_bytes()[..end].iter().all(|&b| is_glob_char(b))
                 && match_toks(rest, &s[end..])
         }
         // Only literals follow `{**}` (validated), so trying each cut is cheap.
         Some((Tok::Any, rest)) => {
             let limit = s
                 .bytes()
-                .position(|b| b != b'/' && !is_pchar(b))
+                .position(|b| b != b'/' && !is_glob_char(b))
                 .unwrap_or(s.len());
             // Bytes before `limit` are ASCII, so every cut is a char boundary.
             (0..=limit).any(|cut| match_toks(rest, &s[cut..]))

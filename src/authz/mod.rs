@@ -23,7 +23,9 @@
 //!   `example.com:8080`; write `example.com:*`), ASCII case-insensitively.
 //! - `request.auth.principal` is split into `iss`/`sub` exactly like `requestPrincipals`.
 //! - `{*}`/`{**}` paths are Envoy `uri_template`s: `{**}` keeps the `/` before it, and globs
-//!   match only RFC 3986 pchars without `=`.
+//!   match Envoy 1.40's set (RFC 3986 pchars plus `=` and `*`); literals may hold `=`, not `*`.
+//! - `ipBlocks`, `notIpBlocks` and `source.ip` are refused: Envoy exposes only the
+//!   X-Forwarded-For-derived remote address to Wasm, and matching that would be spoofable.
 //! - `namespaces` is `.*/ns/<value>/.*` on the peer principal, so `*` may appear anywhere.
 
 mod compile;

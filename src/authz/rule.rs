@@ -73,7 +73,6 @@ pub(crate) enum Pred {
     /// `ports`, `destination.port`.
     Port(u16),
     /// `ipBlocks`, `source.ip` (Envoy `direct_remote_ip`).
-    SourceIp(Cidr),
     /// `remoteIpBlocks`, `remote.ip` (Envoy `remote_ip`).
     RemoteIp(Cidr),
     /// `destination.ip`.
@@ -105,7 +104,6 @@ impl Pred {
             Pred::Path(m) => m.matches(req.path_only()),
             Pred::PathTemplate(t) => t.matches(req.path_only()),
             Pred::Port(p) => req.destination_port == Some(*p),
-            Pred::SourceIp(c) => req.source_ip.is_some_and(|ip| c.contains(ip)),
             Pred::RemoteIp(c) => req.remote_ip.is_some_and(|ip| c.contains(ip)),
             Pred::DestIp(c) => req.destination_ip.is_some_and(|ip| c.contains(ip)),
             Pred::Principal(m) => req

@@ -40,11 +40,9 @@ pub fn request_attrs() -> RequestAttrs {
             _ => req.headers.push((name.to_ascii_lowercase(), value)),
         }
     }
-    let source = property_addr(&["source", "address"]);
-    req.source_ip = source.map(|a| a.ip());
-    // Envoy's source address is already the trusted-XFF-derived remote address when the
-    // listener is configured for it (Istio: numTrustedProxies), which is what `remote.ip` means.
-    req.remote_ip = req.source_ip;
+    // Envoy's `source.address` is the downstream remote address it computed (from X-Forwarded-For
+    // when the listener uses it), which is what Istio's `remote.ip` means.
+    req.remote_ip = property_addr(&["source", "address"]).map(|a| a.ip());
     let destination = property_addr(&["destination", "address"]);
     req.destination_ip = destination.map(|a| a.ip());
     req.destination_port = destination.map(|a| a.port()).filter(|p| *p != 0);
