@@ -51,11 +51,19 @@ build:
 	cp target/$(TARGET)/release/meshgate.wasm $(WASM)
 	@ls -l $(WASM)
 
+## cli: the host command-line tool → target/release/meshgate (`meshgate convert`: RequestAuthentication +
+##   AuthorizationPolicy YAML → WasmPlugin; see `target/release/meshgate convert --help`)
+.PHONY: cli
+cli:
+	$(CARGO) build --release --locked --features cli --bin meshgate
+	@ls -l target/release/meshgate
+
 ## test: every test layer
 test: build test-native test-e2e
 
 test-native:
 	$(CARGO) test --locked
+	$(CARGO) test --locked --features cli --bin meshgate --test converter
 
 test-e2e: build $(VENV)/.setup-done
 	$(PYTHON) -m pytest -q tests/e2e
@@ -63,6 +71,16 @@ test-e2e: build $(VENV)/.setup-done
 ## run: local demo (Envoy + filter + dev IdP + echo backend); Ctrl-C stops everything
 run: build $(VENV)/.setup-done
 	$(PYTHON) tests/e2e/demo.py $(DEMO_ARGS)
+
+## bench: one interleaved run (Envoy --concurrency 1 on core 0, wrk 1 thread/32 connections on core 1,
+##   direct_response route): no filter, native jwt_authn+RBAC as istiod renders it (without/with JWT cache),
+##   meshgate (same token / unique tokens / crypto: wasm). Prints req/s, p50/p99, ratios, .wasm size and
+##   Wasm memory; writes dist/bench.json. About 5 minutes. BENCH_ARGS: see tests/bench/bench.py --help.
+.PHONY: bench
+bench: build $(VENV)/.setup-done
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (Debian package)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+	$(PYTHON) tests/bench/bench.py --wasm $(WASM) --out dist/bench.json $(BENCH_ARGS)
 
 ## oci: dist/meshgate.wasm as the two OCI image layouts Istio's WasmPlugin accepts, no daemon needed:
 ##   dist/oci/compat (one tar+gzip layer with plugin.wasm) and dist/oci/artifact (raw .wasm layer); prints the

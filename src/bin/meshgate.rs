@@ -107,7 +107,10 @@ fn parse_convert_args(args: &[String]) -> Result<Parsed, String> {
         let mut value = |name: &str| -> Result<String, String> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => it.next().cloned().ok_or_else(|| format!("{name} needs a value")),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value")),
             }
         };
         match flag {
@@ -146,7 +149,11 @@ fn run_convert(args: &[String]) -> ExitCode {
         Ok(Parsed::Run(p)) => p,
         Err(msg) => return usage_error(&msg),
     };
-    let files = if parsed.files.is_empty() { vec!["-".to_string()] } else { parsed.files };
+    let files = if parsed.files.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        parsed.files
+    };
     let mut inputs = Vec::new();
     let mut stdin_used = false;
     for f in &files {
@@ -156,7 +163,10 @@ fn run_convert(args: &[String]) -> ExitCode {
             }
             stdin_used = true;
             let mut s = String::new();
-            ("<stdin>".to_string(), std::io::stdin().read_to_string(&mut s).map(|_| s))
+            (
+                "<stdin>".to_string(),
+                std::io::stdin().read_to_string(&mut s).map(|_| s),
+            )
         } else {
             (f.clone(), std::fs::read_to_string(f))
         };
@@ -177,7 +187,10 @@ fn run_convert(args: &[String]) -> ExitCode {
     }
     if !outcome.stdout.is_empty() {
         let mut stdout = std::io::stdout().lock();
-        if let Err(e) = stdout.write_all(outcome.stdout.as_bytes()).and_then(|()| stdout.flush()) {
+        if let Err(e) = stdout
+            .write_all(outcome.stdout.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
             let _ = writeln!(stderr, "meshgate: writing standard output: {e}");
             return ExitCode::from(2);
         }

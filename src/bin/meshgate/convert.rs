@@ -42,14 +42,28 @@ const ISTIO_JWT_FIELDS: [&str; 13] = [
     "presence",
 ];
 /// meshgate's own JWT rule settings: valid in pluginConfig, not in a RequestAuthentication.
-const MESHGATE_JWT_FIELDS: [&str; 4] = ["jwksCluster", "cacheDuration", "clockSkew", "kidRefetchCooldown"];
+const MESHGATE_JWT_FIELDS: [&str; 4] = [
+    "jwksCluster",
+    "cacheDuration",
+    "clockSkew",
+    "kidRefetchCooldown",
+];
 
 /// Istio `Source` fields meshgate does not implement, with what to write instead.
 const UNSUPPORTED_SOURCE_FIELDS: [(&str, &str); 4] = [
-    ("serviceAccounts", "write the peer identity as principals: [\"<trust-domain>/ns/<namespace>/sa/<name>\"]"),
-    ("notServiceAccounts", "write the peer identity as notPrincipals: [\"<trust-domain>/ns/<namespace>/sa/<name>\"]"),
+    (
+        "serviceAccounts",
+        "write the peer identity as principals: [\"<trust-domain>/ns/<namespace>/sa/<name>\"]",
+    ),
+    (
+        "notServiceAccounts",
+        "write the peer identity as notPrincipals: [\"<trust-domain>/ns/<namespace>/sa/<name>\"]",
+    ),
     ("trustDomains", "write principals: [\"<trust-domain>/*\"]"),
-    ("notTrustDomains", "write notPrincipals: [\"<trust-domain>/*\"]"),
+    (
+        "notTrustDomains",
+        "write notPrincipals: [\"<trust-domain>/*\"]",
+    ),
 ];
 
 // -------------------------------------------------------------------------------------------------
@@ -100,11 +114,19 @@ impl Options {
     /// Checks and normalizes the options; the message is for a usage error.
     pub fn validate(&mut self) -> Result<(), String> {
         if !is_dns_subdomain(&self.name) {
-            return Err(format!("--name {:?}: must be a lower-case DNS subdomain (a-z, 0-9, '-', '.')", self.name));
+            return Err(format!(
+                "--name {:?}: must be a lower-case DNS subdomain (a-z, 0-9, '-', '.')",
+                self.name
+            ));
         }
-        for (flag, ns) in [("--namespace", &self.default_namespace), ("--root-namespace", &self.root_namespace)] {
+        for (flag, ns) in [
+            ("--namespace", &self.default_namespace),
+            ("--root-namespace", &self.root_namespace),
+        ] {
             if !is_dns_label(ns) {
-                return Err(format!("{flag} {ns:?}: must be a DNS label (a-z, 0-9, '-', at most 63)"));
+                return Err(format!(
+                    "{flag} {ns:?}: must be a DNS label (a-z, 0-9, '-', at most 63)"
+                ));
             }
         }
         if let Some(h) = &self.sha256 {
@@ -117,21 +139,27 @@ impl Options {
         if let Some(url) = &self.url {
             if let Some((scheme, rest)) = url.split_once("://") {
                 if !["oci", "http", "https", "file"].contains(&scheme) || rest.is_empty() {
-                    return Err(format!("--url {url:?}: scheme must be oci://, https://, http:// or file://"));
+                    return Err(format!(
+                        "--url {url:?}: scheme must be oci://, https://, http:// or file://"
+                    ));
                 }
             } else if url.is_empty() {
                 return Err("--url must not be empty".into());
             }
             if let (Some((_, digest)), Some(sha)) = (url.split_once("@sha256:"), &self.sha256) {
                 if !digest.eq_ignore_ascii_case(sha) {
-                    return Err(format!("--sha256 differs from the digest in --url {url:?} (Istio rejects that)"));
+                    return Err(format!(
+                        "--sha256 differs from the digest in --url {url:?} (Istio rejects that)"
+                    ));
                 }
             }
         }
         if let Some(m) = &self.match_mode {
             let m = m.to_ascii_uppercase();
             if !["SERVER", "CLIENT", "CLIENT_AND_SERVER"].contains(&m.as_str()) {
-                return Err(format!("--match-mode {m:?}: must be SERVER, CLIENT or CLIENT_AND_SERVER"));
+                return Err(format!(
+                    "--match-mode {m:?}: must be SERVER, CLIENT or CLIENT_AND_SERVER"
+                ));
             }
             self.match_mode = Some(m);
         }
@@ -139,7 +167,9 @@ impl Options {
     }
 
     fn url(&self) -> String {
-        self.url.clone().unwrap_or_else(|| format!("oci://registry.local/meshgate:{}", self.version))
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("oci://registry.local/meshgate:{}", self.version))
     }
 }
 
@@ -174,13 +204,23 @@ pub struct Outcome {
 
 /// Converts every input. Never panics on any input.
 pub fn convert(inputs: &[Input], opts: &Options) -> Outcome {
-    let mut cx = Converter { opts, out: Outcome::default(), sources: Vec::new(), seen: HashMap::new() };
+    let mut cx = Converter {
+        opts,
+        out: Outcome::default(),
+        sources: Vec::new(),
+        seen: HashMap::new(),
+    };
     for input in inputs {
         match yamldoc::parse_stream(&input.text) {
             Err(e) => cx.error(format!("{}: invalid YAML: {e}", input.label)),
             Ok(docs) => {
                 for d in docs {
-                    let doc = DocRef { file: input.label.clone(), number: d.number, items: Vec::new(), what: None };
+                    let doc = DocRef {
+                        file: input.label.clone(),
+                        number: d.number,
+                        items: Vec::new(),
+                        what: None,
+                    };
                     cx.object(doc, &d.value);
                 }
             }
@@ -191,14 +231,20 @@ pub fn convert(inputs: &[Input], opts: &Options) -> Outcome {
     if out.errors > 0 && !opts.keep_going {
         out.messages.push(Message {
             level: Level::Note,
-            text: format!("{} error(s): nothing written (--keep-going converts the rest)", out.errors),
+            text: format!(
+                "{} error(s): nothing written (--keep-going converts the rest)",
+                out.errors
+            ),
         });
         return out;
     }
     if !plugins.is_empty() && opts.url.is_none() {
         out.messages.push(Message {
             level: Level::Note,
-            text: format!("spec.url is a placeholder ({}): pass --url with the image you publish", opts.url()),
+            text: format!(
+                "spec.url is a placeholder ({}): pass --url with the image you publish",
+                opts.url()
+            ),
         });
     }
     if opts.match_mode.is_none() && plugins.iter().any(|p| p.object.spec.target_refs.is_empty()) {
@@ -213,19 +259,27 @@ pub fn convert(inputs: &[Input], opts: &Options) -> Outcome {
     if out.errors > 0 {
         out.messages.push(Message {
             level: Level::Note,
-            text: format!("{} error(s): --keep-going wrote the {} WasmPlugin(s) without errors", out.errors, plugins.len()),
+            text: format!(
+                "{} error(s): --keep-going wrote the {} WasmPlugin(s) without errors",
+                out.errors,
+                plugins.len()
+            ),
         });
     } else if plugins.is_empty() {
         out.messages.push(Message {
             level: Level::Note,
-            text: "no RequestAuthentication or AuthorizationPolicy to convert: nothing written".into(),
+            text: "no RequestAuthentication or AuthorizationPolicy to convert: nothing written"
+                .into(),
         });
     }
     match render(&plugins, opts.output) {
         Ok(text) => out.stdout = text,
         Err(e) => {
             out.errors += 1;
-            out.messages.push(Message { level: Level::Error, text: format!("writing the output: {e}") });
+            out.messages.push(Message {
+                level: Level::Error,
+                text: format!("writing the output: {e}"),
+            });
         }
     }
     out
@@ -385,7 +439,10 @@ struct Converter<'a> {
 
 impl Converter<'_> {
     fn error(&mut self, text: String) {
-        let m = Message { level: Level::Error, text };
+        let m = Message {
+            level: Level::Error,
+            text,
+        };
         if !self.out.messages.contains(&m) {
             self.out.errors += 1;
             self.out.messages.push(m);
@@ -393,7 +450,10 @@ impl Converter<'_> {
     }
 
     fn note(&mut self, text: String) {
-        let m = Message { level: Level::Note, text };
+        let m = Message {
+            level: Level::Note,
+            text,
+        };
         if !self.out.messages.contains(&m) {
             self.out.messages.push(m);
         }
@@ -411,14 +471,22 @@ impl Converter<'_> {
         let str_field = |k: &str| map.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
         let (api_version, kind) = (str_field("apiVersion"), str_field("kind"));
         let meta = map.get("metadata").and_then(Value::as_object);
-        let meta_str = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty());
-        let namespace = meta_str("namespace").unwrap_or(&self.opts.default_namespace).to_string();
+        let meta_str = |k: &str| {
+            meta.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let namespace = meta_str("namespace")
+            .unwrap_or(&self.opts.default_namespace)
+            .to_string();
         if let (Some(kind), Some(name)) = (kind, meta_str("name")) {
             doc.what = Some(format!("{kind} {namespace}/{name}"));
         }
         match (api_version, kind) {
             (_, None) => self.error(format!("{doc}: kind: missing (not a Kubernetes object)")),
-            (None, _) => self.error(format!("{doc}: apiVersion: missing (not a Kubernetes object)")),
+            (None, _) => self.error(format!(
+                "{doc}: apiVersion: missing (not a Kubernetes object)"
+            )),
             (Some("v1"), Some("List")) => match map.get("items") {
                 Some(Value::Array(items)) => {
                     for (i, item) in items.iter().enumerate() {
@@ -429,7 +497,10 @@ impl Converter<'_> {
                     }
                 }
                 None | Some(Value::Null) => {}
-                Some(other) => self.error(format!("{doc}: items: expected a list, found {}", type_name(other))),
+                Some(other) => self.error(format!(
+                    "{doc}: items: expected a list, found {}",
+                    type_name(other)
+                )),
             },
             (Some(api), Some(k @ ("RequestAuthentication" | "AuthorizationPolicy"))) => {
                 if !ISTIO_SECURITY_VERSIONS.contains(&api) {
@@ -454,7 +525,11 @@ impl Converter<'_> {
             Ok(t) => Some(t),
             Err(e) => {
                 let path = e.path().to_string();
-                let path = if path == "." { String::new() } else { format!("{path}: ") };
+                let path = if path == "." {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                };
                 self.error(format!("{doc}: {path}{}", e.into_inner()));
                 None
             }
@@ -462,7 +537,13 @@ impl Converter<'_> {
     }
 
     /// Name (required) and duplicate check.
-    fn identity(&mut self, doc: &DocRef, kind: Kind, meta: &Metadata, namespace: &str) -> Option<String> {
+    fn identity(
+        &mut self,
+        doc: &DocRef,
+        kind: Kind,
+        meta: &Metadata,
+        namespace: &str,
+    ) -> Option<String> {
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
             self.error(format!("{doc}: metadata.name: missing"));
             return None;
@@ -489,7 +570,9 @@ impl Converter<'_> {
         let singular = target_ref.is_some();
         if let Some(r) = target_ref {
             if !refs.is_empty() {
-                self.error(format!("{doc}: spec.targetRef: targetRef and targetRefs are mutually exclusive"));
+                self.error(format!(
+                    "{doc}: spec.targetRef: targetRef and targetRefs are mutually exclusive"
+                ));
                 return None;
             }
             refs.push(r);
@@ -513,10 +596,18 @@ impl Converter<'_> {
     }
 
     fn request_authentication(&mut self, doc: DocRef, value: &Value, namespace: String) {
-        let Some(obj) = self.typed::<Object<RequestAuthenticationSpec>>(&doc, value) else { return };
-        let Some(_name) = self.identity(&doc, Kind::RequestAuthentication, &obj.metadata, &namespace) else { return };
+        let Some(obj) = self.typed::<Object<RequestAuthenticationSpec>>(&doc, value) else {
+            return;
+        };
+        let Some(_name) =
+            self.identity(&doc, Kind::RequestAuthentication, &obj.metadata, &namespace)
+        else {
+            return;
+        };
         let spec = obj.spec.unwrap_or_default();
-        let Some((target, singular)) = self.target(&doc, spec.selector, spec.target_ref, spec.target_refs) else {
+        let Some((target, singular)) =
+            self.target(&doc, spec.selector, spec.target_ref, spec.target_refs)
+        else {
             return;
         };
         let rules = spec.jwt_rules.unwrap_or_default();
@@ -529,8 +620,11 @@ impl Converter<'_> {
         for (j, rule) in rules.iter().enumerate() {
             let mut rule = rule.clone();
             if let Value::Object(fields) = &mut rule {
-                let unknown: Vec<String> =
-                    fields.keys().filter(|k| !ISTIO_JWT_FIELDS.contains(&k.as_str())).cloned().collect();
+                let unknown: Vec<String> = fields
+                    .keys()
+                    .filter(|k| !ISTIO_JWT_FIELDS.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
                 for key in unknown {
                     ok = false;
                     fields.remove(&key);
@@ -556,7 +650,13 @@ impl Converter<'_> {
             return;
         }
         let config = single_list("jwtRules", rules.clone());
-        if !self.check(&doc, &config, |path| if path.is_empty() { "spec".into() } else { format!("spec.{path}") }) {
+        if !self.check(&doc, &config, |path| {
+            if path.is_empty() {
+                "spec".into()
+            } else {
+                format!("spec.{path}")
+            }
+        }) {
             return;
         }
         self.sources.push(Source {
@@ -570,10 +670,17 @@ impl Converter<'_> {
     }
 
     fn authorization_policy(&mut self, doc: DocRef, value: &Value, namespace: String) {
-        let Some(obj) = self.typed::<Object<AuthorizationPolicySpec>>(&doc, value) else { return };
-        let Some(name) = self.identity(&doc, Kind::AuthorizationPolicy, &obj.metadata, &namespace) else { return };
+        let Some(obj) = self.typed::<Object<AuthorizationPolicySpec>>(&doc, value) else {
+            return;
+        };
+        let Some(name) = self.identity(&doc, Kind::AuthorizationPolicy, &obj.metadata, &namespace)
+        else {
+            return;
+        };
         let spec = obj.spec.unwrap_or_default();
-        let Some((target, singular)) = self.target(&doc, spec.selector, spec.target_ref, spec.target_refs) else {
+        let Some((target, singular)) =
+            self.target(&doc, spec.selector, spec.target_ref, spec.target_refs)
+        else {
             return;
         };
         let action = spec.action.unwrap_or_else(|| "ALLOW".into());
@@ -585,7 +692,12 @@ impl Converter<'_> {
             return;
         }
         let mut dry_run = false;
-        if let Some(v) = obj.metadata.annotations.as_ref().and_then(|a| a.get(DRY_RUN_ANNOTATION)) {
+        if let Some(v) = obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DRY_RUN_ANNOTATION))
+        {
             let path = format!("metadata.annotations[{DRY_RUN_ANNOTATION}]");
             match v {
                 Value::String(s) => match parse_go_bool(s) {
@@ -619,9 +731,15 @@ impl Converter<'_> {
             for (i, rule) in rules.iter().enumerate() {
                 let mut rule = rule.clone();
                 let mut drop_from = false;
-                let froms = rule.get("from").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                let froms = rule
+                    .get("from")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 for (k, from) in froms.iter().enumerate() {
-                    let Some(source) = from.get("source").and_then(Value::as_object) else { continue };
+                    let Some(source) = from.get("source").and_then(Value::as_object) else {
+                        continue;
+                    };
                     for (field, instead) in UNSUPPORTED_SOURCE_FIELDS {
                         if source.contains_key(field) {
                             ok = false;
@@ -655,7 +773,9 @@ impl Converter<'_> {
         // `rules` keeps its place after `action` in the output
         let policy = reorder(policy, &["name", "action", "rules", "dryRun", "provider"]);
         let config = single("policies", policy.clone());
-        if !self.check(&doc, &config, |path| policy_path(path.strip_prefix("policies[0]").unwrap_or(path))) {
+        if !self.check(&doc, &config, |path| {
+            policy_path(path.strip_prefix("policies[0]").unwrap_or(path))
+        }) {
             return;
         }
         self.sources.push(Source {
@@ -673,7 +793,9 @@ impl Converter<'_> {
     /// Runs the filter's configuration parser on `config`; reports its errors against `doc`, with
     /// `map_path` turning pluginConfig paths into paths of the object.
     fn check(&mut self, doc: &DocRef, config: &Value, map_path: impl Fn(&str) -> String) -> bool {
-        let Err(errors) = validate(config) else { return true };
+        let Err(errors) = validate(config) else {
+            return true;
+        };
         for e in errors {
             let msg = rewrite_refs(&strip_json_position(&e.message), |list, i| {
                 (list == "jwtRules").then(|| format!("spec.jwtRules[{i}]"))
@@ -742,7 +864,8 @@ fn parse_go_bool(s: &str) -> Option<bool> {
 }
 
 fn validate(config: &Value) -> Result<(), Vec<ConfigError>> {
-    let bytes = serde_json::to_vec(config).map_err(|e| vec![ConfigError::new("", e.to_string())])?;
+    let bytes =
+        serde_json::to_vec(config).map_err(|e| vec![ConfigError::new("", e.to_string())])?;
     Settings::from_json(&bytes).map(|_| ())
 }
 
@@ -766,7 +889,8 @@ fn rewrite_refs(msg: &str, f: impl Fn(&str, usize) -> Option<String>) -> String 
             if let Some(after) = rest.strip_prefix(list).and_then(|r| r.strip_prefix('[')) {
                 let digits = after.bytes().take_while(u8::is_ascii_digit).count();
                 if digits > 0 && after[digits..].starts_with(']') {
-                    if let Some(replacement) = after[..digits].parse().ok().and_then(|i| f(list, i)) {
+                    if let Some(replacement) = after[..digits].parse().ok().and_then(|i| f(list, i))
+                    {
                         out.push_str(&replacement);
                         rest = &after[digits + 1..];
                         continue 'scan;
@@ -831,17 +955,33 @@ impl Converter<'_> {
                 format!("{} in every namespace", labels_text(l))
             }
             Target::Selector(l) => labels_text(l),
-            Target::Refs(r) => r.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            Target::Refs(r) => r
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         };
-        let from: Vec<String> = g.own.iter().map(|&i| self.sources[i].doc.to_string()).collect();
-        format!("WasmPlugin {}/{} ({what}; from {})", g.namespace, g.name, from.join("; "))
+        let from: Vec<String> = g
+            .own
+            .iter()
+            .map(|&i| self.sources[i].doc.to_string())
+            .collect();
+        format!(
+            "WasmPlugin {}/{} ({what}; from {})",
+            g.namespace,
+            g.name,
+            from.join("; ")
+        )
     }
 
     fn build(&mut self) -> Vec<Plugin> {
         // 1. group by where Istio applies the object, in order of first appearance
         let mut groups: Vec<Group> = Vec::new();
         for (i, s) in self.sources.iter().enumerate() {
-            match groups.iter_mut().find(|g| g.namespace == s.namespace && g.target == s.target) {
+            match groups
+                .iter_mut()
+                .find(|g| g.namespace == s.namespace && g.target == s.target)
+            {
                 Some(g) => g.own.push(i),
                 None => groups.push(Group {
                     namespace: s.namespace.clone(),
@@ -861,8 +1001,11 @@ impl Converter<'_> {
         let mut overlapping = BTreeSet::new();
         for a in 0..groups.len() {
             for b in a + 1..groups.len() {
-                let Some((overlap, whom)) = self.overlap(&groups[a], &groups[b]) else { continue };
-                let general = groups[a].target == Target::Namespace || groups[b].target == Target::Namespace;
+                let Some((overlap, whom)) = self.overlap(&groups[a], &groups[b]) else {
+                    continue;
+                };
+                let general =
+                    groups[a].target == Target::Namespace || groups[b].target == Target::Namespace;
                 let hint = if general && !self.opts.merge_inherited {
                     "merge the policies by hand, or pass --merge-inherited to copy namespace-wide and mesh-wide \
                      policies into the WasmPlugins of the more specific selectors"
@@ -874,7 +1017,9 @@ impl Converter<'_> {
                 let (a_text, b_text) = (self.describe(&groups[a]), self.describe(&groups[b]));
                 match overlap {
                     Overlap::Certain => {
-                        self.error(format!("{a_text} and {b_text} would both run on {whom}: {why}; {hint}"));
+                        self.error(format!(
+                            "{a_text} and {b_text} would both run on {whom}: {why}; {hint}"
+                        ));
                         overlapping.insert(a);
                         overlapping.insert(b);
                     }
@@ -907,8 +1052,14 @@ impl Converter<'_> {
     /// Istio would apply to their workloads; the general WasmPlugins they were copied into are dropped.
     fn merge_inherited(&mut self, groups: Vec<Group>) -> Vec<Group> {
         let root = self.opts.root_namespace.clone();
-        let mesh = groups.iter().position(|g| g.namespace == root && g.target == Target::Namespace);
-        let ns_wide = |ns: &str| groups.iter().position(|g| g.namespace == ns && g.target == Target::Namespace);
+        let mesh = groups
+            .iter()
+            .position(|g| g.namespace == root && g.target == Target::Namespace);
+        let ns_wide = |ns: &str| {
+            groups
+                .iter()
+                .position(|g| g.namespace == ns && g.target == Target::Namespace)
+        };
         let mut out = groups.clone();
         let mut absorbed_by: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
         for (i, g) in groups.iter().enumerate() {
@@ -943,16 +1094,22 @@ impl Converter<'_> {
             } else {
                 format!("workloads in {} that no selector matches", g.namespace)
             };
-            let docs: Vec<String> = g.own.iter().map(|&s| self.sources[s].doc.to_string()).collect();
+            let docs: Vec<String> = g
+                .own
+                .iter()
+                .map(|&s| self.sources[s].doc.to_string())
+                .collect();
             let targets: Vec<String> = into
                 .iter()
                 .filter(|&&t| absorbed_by[t].is_empty())
                 .map(|&t| match &groups[t].target {
                     Target::Namespace => format!("namespace {}", groups[t].namespace),
                     Target::Selector(l) => format!("{} in {}", labels_text(l), groups[t].namespace),
-                    Target::Refs(r) => {
-                        r.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                    }
+                    Target::Refs(r) => r
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })
                 .collect();
             self.note(format!(
@@ -976,13 +1133,19 @@ impl Converter<'_> {
         for i in order {
             let g = &groups[i];
             let base = &self.opts.name;
-            let mut name = if per_ns.get(&g.namespace).copied().unwrap_or(0) <= 1 || g.target == Target::Namespace {
+            let mut name = if per_ns.get(&g.namespace).copied().unwrap_or(0) <= 1
+                || g.target == Target::Namespace
+            {
                 base.clone()
             } else {
                 let suffix = match &g.target {
                     Target::Namespace => String::new(),
                     Target::Selector(l) => l.values().cloned().collect::<Vec<_>>().join("-"),
-                    Target::Refs(r) => r.iter().map(|r| r.name.clone()).collect::<Vec<_>>().join("-"),
+                    Target::Refs(r) => r
+                        .iter()
+                        .map(|r| r.name.clone())
+                        .collect::<Vec<_>>()
+                        .join("-"),
                 };
                 join_name(base, &suffix)
             };
@@ -1013,12 +1176,22 @@ impl Converter<'_> {
         match (&a.target, &b.target) {
             (Target::Namespace, Target::Namespace) => None, // different namespaces here
             (Target::Namespace, other) | (other, Target::Namespace) => {
-                let (general, specific) = if a.target == Target::Namespace { (a, b) } else { (b, a) };
+                let (general, specific) = if a.target == Target::Namespace {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
                 match other {
-                    Target::Selector(l) if same_ns => Some((Overlap::Certain, self.workloads_of(specific))),
+                    Target::Selector(_) if same_ns => {
+                        Some((Overlap::Certain, self.workloads_of(specific)))
+                    }
                     Target::Selector(l) => Some((
                         Overlap::Possible,
-                        format!("workloads labelled {} in {}", labels_text(l), general.namespace),
+                        format!(
+                            "workloads labelled {} in {}",
+                            labels_text(l),
+                            general.namespace
+                        ),
                     )),
                     _ => Some((Overlap::Possible, self.workloads_of(specific))),
                 }
@@ -1030,14 +1203,29 @@ impl Converter<'_> {
                 let subset = |p: &BTreeMap<String, String>, q: &BTreeMap<String, String>| {
                     p.iter().all(|(k, v)| q.get(k) == Some(v))
                 };
-                let sure = if subset(x, y) || subset(y, x) { Overlap::Certain } else { Overlap::Possible };
+                let sure = if subset(x, y) || subset(y, x) {
+                    Overlap::Certain
+                } else {
+                    Overlap::Possible
+                };
                 let mut both = x.clone();
                 both.extend(y.iter().map(|(k, v)| (k.clone(), v.clone())));
-                let ns = if same_ns { format!(" in {}", a.namespace) } else { String::new() };
-                Some((sure, format!("workloads labelled {}{ns}", labels_text(&both))))
+                let ns = if same_ns {
+                    format!(" in {}", a.namespace)
+                } else {
+                    String::new()
+                };
+                Some((
+                    sure,
+                    format!("workloads labelled {}{ns}", labels_text(&both)),
+                ))
             }
             (Target::Refs(x), Target::Refs(y)) if same_ns => {
-                let shared: Vec<String> = x.iter().filter(|r| y.contains(r)).map(ToString::to_string).collect();
+                let shared: Vec<String> = x
+                    .iter()
+                    .filter(|r| y.contains(r))
+                    .map(ToString::to_string)
+                    .collect();
                 (!shared.is_empty()).then(|| (Overlap::Certain, shared.join(", ")))
             }
             _ => None,
@@ -1050,8 +1238,14 @@ impl Converter<'_> {
             Target::Selector(l) if g.namespace == self.opts.root_namespace => {
                 format!("workloads labelled {}", labels_text(l))
             }
-            Target::Selector(l) => format!("workloads labelled {} in {}", labels_text(l), g.namespace),
-            Target::Refs(r) => r.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            Target::Selector(l) => {
+                format!("workloads labelled {} in {}", labels_text(l), g.namespace)
+            }
+            Target::Refs(r) => r
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 
@@ -1098,20 +1292,34 @@ impl Converter<'_> {
                     _ => (policy_origin.get(i)?, "spec"),
                 };
                 let src = &self.sources[origin.0];
-                let at = if field == "spec" { String::new() } else { format!(" {field}[{}]", origin.1) };
+                let at = if field == "spec" {
+                    String::new()
+                } else {
+                    format!(" {field}[{}]", origin.1)
+                };
                 Some((origin.0, format!("{}{at}", src.doc)))
             };
             let mut failed = BTreeSet::new();
             let mut texts = Vec::new();
             for e in errors {
-                let msg = rewrite_refs(&strip_json_position(&e.message), |list, i| describe(list, i).map(|(_, d)| d));
+                let msg = rewrite_refs(&strip_json_position(&e.message), |list, i| {
+                    describe(list, i).map(|(_, d)| d)
+                });
                 let located = ["jwtRules", "policies"].iter().find_map(|list| {
                     let rest = e.path.strip_prefix(list)?.strip_prefix('[')?;
                     let end = rest.find(']')?;
                     let i: usize = rest[..end].parse().ok()?;
                     let rest = &rest[end + 1..];
-                    let (s, j) = if *list == "jwtRules" { *jwt_origin.get(i)? } else { *policy_origin.get(i)? };
-                    let path = if *list == "jwtRules" { format!("spec.jwtRules[{j}]{rest}") } else { policy_path(rest) };
+                    let (s, j) = if *list == "jwtRules" {
+                        *jwt_origin.get(i)?
+                    } else {
+                        *policy_origin.get(i)?
+                    };
+                    let path = if *list == "jwtRules" {
+                        format!("spec.jwtRules[{j}]{rest}")
+                    } else {
+                        policy_path(rest)
+                    };
                     Some((s, path))
                 });
                 match located {
@@ -1124,7 +1332,10 @@ impl Converter<'_> {
                     }
                     None => {
                         failed.extend(members.iter().copied());
-                        texts.push(format!("WasmPlugin {}/{}: {}: {msg}", g.namespace, g.name, e));
+                        texts.push(format!(
+                            "WasmPlugin {}/{}: {}: {msg}",
+                            g.namespace, g.name, e
+                        ));
                     }
                 }
             }
@@ -1166,9 +1377,15 @@ impl Converter<'_> {
                 if r.get("jwks").is_some() {
                     continue;
                 }
-                let uri = match (r.get("jwksUri").and_then(Value::as_str), r.get("issuer").and_then(Value::as_str)) {
+                let uri = match (
+                    r.get("jwksUri").and_then(Value::as_str),
+                    r.get("issuer").and_then(Value::as_str),
+                ) {
                     (Some(u), _) => u.to_string(),
-                    (None, Some(iss)) => format!("{}/.well-known/openid-configuration", iss.trim_end_matches('/')),
+                    (None, Some(iss)) => format!(
+                        "{}/.well-known/openid-configuration",
+                        iss.trim_end_matches('/')
+                    ),
                     (None, None) => continue,
                 };
                 if let Ok(t) = http_target(&uri, None) {
@@ -1188,10 +1405,15 @@ impl Converter<'_> {
         let object = WasmPlugin {
             api_version: "extensions.istio.io/v1alpha1",
             kind: "WasmPlugin",
-            metadata: PluginMeta { name: g.name.clone(), namespace: g.namespace.clone() },
+            metadata: PluginMeta {
+                name: g.name.clone(),
+                namespace: g.namespace.clone(),
+            },
             spec: PluginSpec {
                 selector: match &g.target {
-                    Target::Selector(l) => Some(SelectorOut { match_labels: l.clone() }),
+                    Target::Selector(l) => Some(SelectorOut {
+                        match_labels: l.clone(),
+                    }),
                     _ => None,
                 },
                 target_refs: match &g.target {
@@ -1203,12 +1425,19 @@ impl Converter<'_> {
                 phase: "AUTHN",
                 fail_strategy: "FAIL_CLOSE",
                 plugin_name: "meshgate",
-                match_: self.opts.match_mode.clone().map(|mode| vec![MatchOut { mode }]),
+                match_: self
+                    .opts
+                    .match_mode
+                    .clone()
+                    .map(|mode| vec![MatchOut { mode }]),
                 plugin_config: config,
             },
         };
         Plugin {
-            sources: members.iter().map(|&m| self.sources[m].doc.clone()).collect(),
+            sources: members
+                .iter()
+                .map(|&m| self.sources[m].doc.clone())
+                .collect(),
             object,
             version: self.opts.version,
         }
@@ -1216,7 +1445,10 @@ impl Converter<'_> {
 }
 
 fn labels_text(l: &BTreeMap<String, String>) -> String {
-    l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `base-suffix` as a DNS subdomain (lower-case, [a-z0-9-.], at most 253, alphanumeric ends).
@@ -1245,13 +1477,16 @@ fn join_name(base: &str, suffix: &str) -> String {
 }
 
 fn name_suffix_of<'a>(base: &str, name: &'a str) -> &'a str {
-    name.strip_prefix(base).map(|s| s.trim_start_matches('-')).unwrap_or(name)
+    name.strip_prefix(base)
+        .map(|s| s.trim_start_matches('-'))
+        .unwrap_or(name)
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -1310,7 +1545,11 @@ struct MatchOut {
 fn render(plugins: &[Plugin], format: OutputFormat) -> Result<String, String> {
     let objects: Vec<(&Plugin, Value)> = plugins
         .iter()
-        .map(|p| serde_json::to_value(&p.object).map(|v| (p, v)).map_err(|e| e.to_string()))
+        .map(|p| {
+            serde_json::to_value(&p.object)
+                .map(|v| (p, v))
+                .map_err(|e| e.to_string())
+        })
         .collect::<Result<_, _>>()?;
     match format {
         OutputFormat::Json => {
@@ -1323,7 +1562,9 @@ fn render(plugins: &[Plugin], format: OutputFormat) -> Result<String, String> {
                     "items": many.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
                 }),
             };
-            serde_json::to_string_pretty(&value).map(|s| s + "\n").map_err(|e| e.to_string())
+            serde_json::to_string_pretty(&value)
+                .map(|s| s + "\n")
+                .map_err(|e| e.to_string())
         }
         OutputFormat::Yaml => {
             let mut out = String::new();
@@ -1331,13 +1572,19 @@ fn render(plugins: &[Plugin], format: OutputFormat) -> Result<String, String> {
                 if i > 0 {
                     out.push_str("---\n");
                 }
-                out.push_str(&format!("# generated by meshgate convert {} from:\n", p.version));
+                out.push_str(&format!(
+                    "# generated by meshgate convert {} from:\n",
+                    p.version
+                ));
                 for d in &p.sources {
                     out.push_str(&format!("#   {d}\n"));
                 }
                 // plain or quoted scalars only: a long jwksUri stays on one line
                 let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
-                out.push_str(&serde_saphyr::to_string_with_options(&p.object, options).map_err(|e| e.to_string())?);
+                out.push_str(
+                    &serde_saphyr::to_string_with_options(&p.object, options)
+                        .map_err(|e| e.to_string())?,
+                );
             }
             Ok(out)
         }

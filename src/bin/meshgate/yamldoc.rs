@@ -4,9 +4,9 @@
 //! `yes` become `true`, unquoted numbers become numbers), so a field Istio declares as a string and that
 //! the API server would reject as a number is rejected here too, with its path.
 
+use serde_json::Value;
 use serde_saphyr::granit_parser::{Event, Parser};
 use serde_saphyr::{DuplicateKeyPolicy, Spanned};
-use serde_json::Value;
 
 /// One non-empty document of a stream.
 #[derive(Debug)]
@@ -41,7 +41,10 @@ pub fn parse_stream(text: &str) -> Result<Vec<Document>, String> {
         .map(|(i, d)| {
             let line = d.referenced.line() as usize;
             let by_start = starts.iter().filter(|&&s| s <= line).count();
-            Document { number: by_start.max(i + 1), value: d.value }
+            Document {
+                number: by_start.max(i + 1),
+                value: d.value,
+            }
         })
         .collect())
 }
@@ -62,13 +65,19 @@ mod tests {
     #[test]
     fn implicit_first_document() {
         let docs = parse_stream("kind: A\n---\nkind: B\n").unwrap();
-        assert_eq!(docs.iter().map(|d| d.number).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            docs.iter().map(|d| d.number).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 
     #[test]
     fn kubernetes_scalar_resolution() {
         let docs = parse_stream("a: [yes, '8080', 8080, 1.10, \"x\"]\n").unwrap();
-        assert_eq!(docs[0].value["a"], serde_json::json!([true, "8080", 8080, 1.1, "x"]));
+        assert_eq!(
+            docs[0].value["a"],
+            serde_json::json!([true, "8080", 8080, 1.1, "x"])
+        );
     }
 
     #[test]
