@@ -59,7 +59,7 @@ cli:
 	@ls -l target/release/meshgate
 
 ## test: every test layer
-test: build test-native test-e2e
+test: lint build test-native test-e2e
 
 test-native:
 	$(CARGO) test --locked
@@ -109,7 +109,7 @@ push: oci
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features cli -- -D warnings
 	$(CARGO) clippy --locked --lib --target $(TARGET) -- -D warnings
 
 clean:

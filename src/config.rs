@@ -2,7 +2,7 @@
 //! and compiled once into immutable `Settings`. Any unknown or invalid field is an error with its
 //! path: the plugin refuses to load rather than run with a config it does not understand.
 
-use crate::authz::{self, PolicyConfig, Policies};
+use crate::authz::{self, Policies, PolicyConfig};
 use crate::duration;
 use crate::error::{ConfigError, ReplyOptions};
 use crate::jwt::jwk::{parse_jwks, KeySet};
@@ -131,7 +131,10 @@ pub enum KeySource {
     Remote(HttpTarget),
     /// Neither: OIDC discovery at `<issuer>/.well-known/openid-configuration`, like istiod.
     /// `cluster_override` is `jwksCluster` (used for both calls when set).
-    Discovery { discovery: HttpTarget, cluster_override: Option<String> },
+    Discovery {
+        discovery: HttpTarget,
+        cluster_override: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +165,10 @@ pub struct JwtRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocationKind {
     /// Lower-case header name and the exact value prefix ("Bearer ").
-    Header { name: String, prefix: String },
+    Header {
+        name: String,
+        prefix: String,
+    },
     Param(String),
     Cookie(String),
 }
@@ -191,7 +197,8 @@ impl Settings {
     /// Parses and compiles the plugin configuration bytes. An empty configuration is valid
     /// (no rules, no policies: every request passes) — the same as an empty Istio policy set.
     pub fn from_json(bytes: &[u8]) -> Result<Settings, Vec<ConfigError>> {
-        let text = std::str::from_utf8(bytes).map_err(|_| vec![ConfigError::new("", "configuration is not UTF-8")])?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| vec![ConfigError::new("", "configuration is not UTF-8")])?;
         let config: PluginConfig = if text.trim().is_empty() {
             PluginConfig::default()
         } else {
@@ -216,7 +223,10 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
                 if let Some(j) = rules.iter().position(|o: &JwtRule| o.issuer == r.issuer) {
                     errors.push(ConfigError::new(
                         format!("{path}.issuer"),
-                        format!("issuer {:?} is already configured in jwtRules[{j}]", r.issuer),
+                        format!(
+                            "issuer {:?} is already configured in jwtRules[{j}]",
+                            r.issuer
+                        ),
                     ));
                 }
                 rules.push(r)
@@ -233,7 +243,10 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
     };
     let token_cache_size = config.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
     if token_cache_size > MAX_TOKEN_CACHE_SIZE {
-        errors.push(ConfigError::new("tokenCacheSize", format!("must be at most {MAX_TOKEN_CACHE_SIZE}")));
+        errors.push(ConfigError::new(
+            "tokenCacheSize",
+            format!("must be at most {MAX_TOKEN_CACHE_SIZE}"),
+        ));
     }
     let (Some(policies), true) = (policies, errors.is_empty()) else {
         return Err(errors);
@@ -241,7 +254,12 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
     let locations = locations(&config.jwt_rules);
     let mut sanitize_headers: Vec<String> = Vec::new();
     for rule in &rules {
-        for h in rule.claim_headers.iter().map(|c| &c.header).chain(rule.payload_header.iter()) {
+        for h in rule
+            .claim_headers
+            .iter()
+            .map(|c| &c.header)
+            .chain(rule.payload_header.iter())
+        {
             if !sanitize_headers.contains(h) {
                 sanitize_headers.push(h.clone());
             }
@@ -262,7 +280,12 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
     })
 }
 
-fn duration_field(value: &Option<String>, default: Duration, path: String, errors: &mut Vec<ConfigError>) -> Duration {
+fn duration_field(
+    value: &Option<String>,
+    default: Duration,
+    path: String,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
     match value {
         None => default,
         Some(s) => duration::parse(s).unwrap_or_else(|e| {
@@ -273,7 +296,9 @@ fn duration_field(value: &Option<String>, default: Duration, path: String, error
 }
 
 fn valid_header_name(h: &str) -> bool {
-    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigError>> {
@@ -281,16 +306,36 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
     if rule.issuer.is_empty() {
         errors.push(ConfigError::new(format!("{path}.issuer"), "is required"));
     }
-    let timeout = duration_field(&rule.timeout, DEFAULT_TIMEOUT, format!("{path}.timeout"), &mut errors);
+    let timeout = duration_field(
+        &rule.timeout,
+        DEFAULT_TIMEOUT,
+        format!("{path}.timeout"),
+        &mut errors,
+    );
     if timeout.is_zero() {
-        errors.push(ConfigError::new(format!("{path}.timeout"), "must be greater than 0"));
+        errors.push(ConfigError::new(
+            format!("{path}.timeout"),
+            "must be greater than 0",
+        ));
     }
-    let cache_duration =
-        duration_field(&rule.cache_duration, DEFAULT_CACHE_DURATION, format!("{path}.cacheDuration"), &mut errors);
+    let cache_duration = duration_field(
+        &rule.cache_duration,
+        DEFAULT_CACHE_DURATION,
+        format!("{path}.cacheDuration"),
+        &mut errors,
+    );
     if cache_duration < Duration::from_secs(1) {
-        errors.push(ConfigError::new(format!("{path}.cacheDuration"), "must be at least 1s"));
+        errors.push(ConfigError::new(
+            format!("{path}.cacheDuration"),
+            "must be at least 1s",
+        ));
     }
-    let clock_skew = duration_field(&rule.clock_skew, DEFAULT_CLOCK_SKEW, format!("{path}.clockSkew"), &mut errors);
+    let clock_skew = duration_field(
+        &rule.clock_skew,
+        DEFAULT_CLOCK_SKEW,
+        format!("{path}.clockSkew"),
+        &mut errors,
+    );
     let kid_refetch_cooldown = duration_field(
         &rule.kid_refetch_cooldown,
         DEFAULT_KID_REFETCH_COOLDOWN,
@@ -299,12 +344,18 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
     );
     if let Some(c) = &rule.jwks_cluster {
         if c.is_empty() {
-            errors.push(ConfigError::new(format!("{path}.jwksCluster"), "must not be empty"));
+            errors.push(ConfigError::new(
+                format!("{path}.jwksCluster"),
+                "must not be empty",
+            ));
         }
     }
     let keys = match (&rule.jwks_uri, &rule.jwks) {
         (Some(_), Some(_)) => {
-            errors.push(ConfigError::new(format!("{path}.jwks"), "jwks and jwksUri are mutually exclusive"));
+            errors.push(ConfigError::new(
+                format!("{path}.jwks"),
+                "jwks and jwksUri are mutually exclusive",
+            ));
             None
         }
         (None, Some(inline)) => match parse_jwks(inline.as_bytes()) {
@@ -329,9 +380,15 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
             }
         },
         (None, None) => {
-            let uri = format!("{}/.well-known/openid-configuration", rule.issuer.trim_end_matches('/'));
+            let uri = format!(
+                "{}/.well-known/openid-configuration",
+                rule.issuer.trim_end_matches('/')
+            );
             match http_target(&uri, rule.jwks_cluster.as_deref()) {
-                Ok(t) => Some(KeySource::Discovery { discovery: t, cluster_override: rule.jwks_cluster.clone() }),
+                Ok(t) => Some(KeySource::Discovery {
+                    discovery: t,
+                    cluster_override: rule.jwks_cluster.clone(),
+                }),
                 Err(e) => {
                     if !rule.issuer.is_empty() {
                         errors.push(ConfigError::new(
@@ -346,17 +403,26 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
     };
     for (j, h) in rule.from_headers.iter().enumerate() {
         if !valid_header_name(&h.name) {
-            errors.push(ConfigError::new(format!("{path}.fromHeaders[{j}].name"), "must be a header name ([-_A-Za-z0-9]+)"));
+            errors.push(ConfigError::new(
+                format!("{path}.fromHeaders[{j}].name"),
+                "must be a header name ([-_A-Za-z0-9]+)",
+            ));
         }
     }
     for (j, p) in rule.from_params.iter().enumerate() {
         if p.is_empty() {
-            errors.push(ConfigError::new(format!("{path}.fromParams[{j}]"), "must not be empty"));
+            errors.push(ConfigError::new(
+                format!("{path}.fromParams[{j}]"),
+                "must not be empty",
+            ));
         }
     }
     for (j, c) in rule.from_cookies.iter().enumerate() {
         if c.is_empty() || c.contains([';', '=', ' ', ',']) {
-            errors.push(ConfigError::new(format!("{path}.fromCookies[{j}]"), "must be a cookie name"));
+            errors.push(ConfigError::new(
+                format!("{path}.fromCookies[{j}]"),
+                "must be a cookie name",
+            ));
         }
     }
     let mut claim_headers = Vec::new();
@@ -368,7 +434,10 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
             ));
         }
         if c.claim.is_empty() || c.claim.split('.').any(str::is_empty) {
-            errors.push(ConfigError::new(format!("{path}.outputClaimToHeaders[{j}].claim"), "must be a claim name (nested: a.b)"));
+            errors.push(ConfigError::new(
+                format!("{path}.outputClaimToHeaders[{j}].claim"),
+                "must be a claim name (nested: a.b)",
+            ));
         }
         claim_headers.push(ClaimHeader {
             header: c.header.to_ascii_lowercase(),
@@ -377,13 +446,19 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
     }
     if let Some(h) = &rule.output_payload_to_header {
         if !valid_header_name(h) {
-            errors.push(ConfigError::new(format!("{path}.outputPayloadToHeader"), "must match ^[-_A-Za-z0-9]+$"));
+            errors.push(ConfigError::new(
+                format!("{path}.outputPayloadToHeader"),
+                "must match ^[-_A-Za-z0-9]+$",
+            ));
         }
     }
     let mut space_delimited = vec!["scope".to_string(), "permission".to_string()];
     for (j, c) in rule.space_delimited_claims.iter().enumerate() {
         if c.is_empty() {
-            errors.push(ConfigError::new(format!("{path}.spaceDelimitedClaims[{j}]"), "must not be empty"));
+            errors.push(ConfigError::new(
+                format!("{path}.spaceDelimitedClaims[{j}]"),
+                "must not be empty",
+            ));
         } else if !space_delimited.contains(c) {
             space_delimited.push(c.clone());
         }
@@ -391,7 +466,11 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
     match (keys, errors.is_empty()) {
         (Some(keys), true) => Ok(JwtRule {
             issuer: rule.issuer.clone(),
-            audiences: rule.audiences.iter().map(|a| normalize_audience(a).to_string()).collect(),
+            audiences: rule
+                .audiences
+                .iter()
+                .map(|a| normalize_audience(a).to_string())
+                .collect(),
             keys,
             timeout,
             cache_duration,
@@ -399,7 +478,10 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
             presence: rule.presence,
             kid_refetch_cooldown,
             claim_headers,
-            payload_header: rule.output_payload_to_header.as_ref().map(|h| h.to_ascii_lowercase()),
+            payload_header: rule
+                .output_payload_to_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
             forward: rule.forward_original_token,
             space_delimited: space_delimited.into(),
         }),
@@ -417,15 +499,30 @@ fn locations(rules: &[JwtRuleConfig]) -> Vec<Location> {
                 l.rules.push(rule)
             }
         }
-        None => out.push(Location { kind, rules: vec![rule] }),
+        None => out.push(Location {
+            kind,
+            rules: vec![rule],
+        }),
     };
     for (i, r) in rules.iter().enumerate() {
         if r.from_headers.is_empty() && r.from_params.is_empty() && r.from_cookies.is_empty() {
-            add(LocationKind::Header { name: "authorization".into(), prefix: "Bearer ".into() }, i);
+            add(
+                LocationKind::Header {
+                    name: "authorization".into(),
+                    prefix: "Bearer ".into(),
+                },
+                i,
+            );
             add(LocationKind::Param("access_token".into()), i);
         }
         for h in &r.from_headers {
-            add(LocationKind::Header { name: h.name.to_ascii_lowercase(), prefix: h.prefix.clone() }, i);
+            add(
+                LocationKind::Header {
+                    name: h.name.to_ascii_lowercase(),
+                    prefix: h.prefix.clone(),
+                },
+                i,
+            );
         }
         for p in &r.from_params {
             add(LocationKind::Param(p.clone()), i);
@@ -440,7 +537,9 @@ fn locations(rules: &[JwtRuleConfig]) -> Vec<Location> {
 /// Splits an http(s) URL and names the Envoy cluster the way Istio does:
 /// `outbound|<port>||<host>` (port defaults to 80/443 by scheme), unless overridden.
 pub fn http_target(uri: &str, cluster_override: Option<&str>) -> Result<HttpTarget, String> {
-    let (scheme, rest) = uri.split_once("://").ok_or_else(|| format!("{uri:?} is not an absolute URL"))?;
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| format!("{uri:?} is not an absolute URL"))?;
     let default_port = match scheme {
         "http" => 80,
         "https" => 443,
@@ -450,12 +549,18 @@ pub fn http_target(uri: &str, cluster_override: Option<&str>) -> Result<HttpTarg
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
     if authority.contains('@') {
         return Err(format!("{uri:?}: userinfo is not allowed"));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| format!("{uri:?}: bad IPv6 host"))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{uri:?}: bad IPv6 host"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse::<u16>().map_err(|_| format!("{uri:?}: bad port"))?,
             None if after.is_empty() => default_port,
@@ -464,18 +569,31 @@ pub fn http_target(uri: &str, cluster_override: Option<&str>) -> Result<HttpTarg
         (format!("[{h}]"), port)
     } else {
         match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| format!("{uri:?}: bad port"))?),
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse::<u16>().map_err(|_| format!("{uri:?}: bad port"))?,
+            ),
             None => (authority.to_string(), default_port),
         }
     };
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b)) {
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b))
+    {
         return Err(format!("{uri:?}: bad host"));
     }
     let host = host.to_ascii_lowercase();
     Ok(HttpTarget {
         uri: uri.to_string(),
-        cluster: cluster_override.map(str::to_owned).unwrap_or_else(|| format!("outbound|{port}||{host}")),
-        authority: if port == default_port { host } else { format!("{host}:{port}") },
+        cluster: cluster_override
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("outbound|{port}||{host}")),
+        authority: if port == default_port {
+            host
+        } else {
+            format!("{host}:{port}")
+        },
         path,
     })
 }
@@ -494,15 +612,26 @@ mod tests {
     #[test]
     fn cluster_names_follow_istio() {
         let t = http_target("http://keycloak.keycloak.svc.cluster.local/realms/myrealm/protocol/openid-connect/certs", None).unwrap();
-        assert_eq!(t.cluster, "outbound|80||keycloak.keycloak.svc.cluster.local");
+        assert_eq!(
+            t.cluster,
+            "outbound|80||keycloak.keycloak.svc.cluster.local"
+        );
         assert_eq!(t.authority, "keycloak.keycloak.svc.cluster.local");
         assert_eq!(t.path, "/realms/myrealm/protocol/openid-connect/certs");
         let t = http_target("https://idp.example.com:8443/certs?x=1", None).unwrap();
         assert_eq!(t.cluster, "outbound|8443||idp.example.com");
         assert_eq!(t.authority, "idp.example.com:8443");
         assert_eq!(t.path, "/certs?x=1");
-        assert_eq!(http_target("https://idp/", None).unwrap().cluster, "outbound|443||idp");
-        assert_eq!(http_target("https://idp", Some("my-cluster")).unwrap().cluster, "my-cluster");
+        assert_eq!(
+            http_target("https://idp/", None).unwrap().cluster,
+            "outbound|443||idp"
+        );
+        assert_eq!(
+            http_target("https://idp", Some("my-cluster"))
+                .unwrap()
+                .cluster,
+            "my-cluster"
+        );
         assert!(http_target("ftp://x/", None).is_err());
         assert!(http_target("http://u@x/", None).is_err());
         assert!(http_target("http://x:99999/", None).is_err());
@@ -518,7 +647,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_with_path() {
-        assert_eq!(errs(r#"{"jwtRules":[{"issuer":"http://i","jwksUri":"http://i/c","bogus":1}]}"#).len(), 1);
+        assert_eq!(
+            errs(r#"{"jwtRules":[{"issuer":"http://i","jwksUri":"http://i/c","bogus":1}]}"#).len(),
+            1
+        );
         let e = errs(r#"{"jwtRules":[{"issuer":"http://i","jwksUri":"http://i/c","bogus":1}]}"#);
         assert!(e[0].starts_with("jwtRules[0]"), "{e:?}");
         assert!(e[0].contains("bogus"), "{e:?}");
@@ -528,13 +660,25 @@ mod tests {
 
     #[test]
     fn invalid_values_are_rejected_with_path() {
-        let e = errs(r#"{"jwtRules":[{"issuer":"http://i","jwksUri":"gopher://x","timeout":"5"}]}"#);
-        assert!(e.iter().any(|e| e.starts_with("jwtRules[0].timeout")), "{e:?}");
-        assert!(e.iter().any(|e| e.starts_with("jwtRules[0].jwksUri")), "{e:?}");
+        let e =
+            errs(r#"{"jwtRules":[{"issuer":"http://i","jwksUri":"gopher://x","timeout":"5"}]}"#);
+        assert!(
+            e.iter().any(|e| e.starts_with("jwtRules[0].timeout")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|e| e.starts_with("jwtRules[0].jwksUri")),
+            "{e:?}"
+        );
         let e = errs(r#"{"jwtRules":[{"issuer":"http://i","jwks":"{\"keys\":[]}"}]}"#);
         assert!(e[0].starts_with("jwtRules[0].jwks"), "{e:?}");
-        let e = errs(r#"{"jwtRules":[{"issuer":"http://i","outputClaimToHeaders":[{"header":"x y","claim":"sub"}]}]}"#);
-        assert!(e[0].starts_with("jwtRules[0].outputClaimToHeaders[0].header"), "{e:?}");
+        let e = errs(
+            r#"{"jwtRules":[{"issuer":"http://i","outputClaimToHeaders":[{"header":"x y","claim":"sub"}]}]}"#,
+        );
+        assert!(
+            e[0].starts_with("jwtRules[0].outputClaimToHeaders[0].header"),
+            "{e:?}"
+        );
         let e = errs(r#"{"jwtRules":[{"jwksUri":"http://i/c"}]}"#);
         assert!(e[0].starts_with("jwtRules[0].issuer"), "{e:?}");
         let e = errs(r#"{"jwtRules":[{"issuer":"http://i"},{"issuer":"http://i"}]}"#);
@@ -564,8 +708,17 @@ mod tests {
         assert_eq!(
             s.locations,
             vec![
-                Location { kind: LocationKind::Header { name: "authorization".into(), prefix: "Bearer ".into() }, rules: vec![0] },
-                Location { kind: LocationKind::Param("access_token".into()), rules: vec![0] },
+                Location {
+                    kind: LocationKind::Header {
+                        name: "authorization".into(),
+                        prefix: "Bearer ".into()
+                    },
+                    rules: vec![0]
+                },
+                Location {
+                    kind: LocationKind::Param("access_token".into()),
+                    rules: vec![0]
+                },
             ]
         );
     }
@@ -581,7 +734,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.locations[0].rules, vec![0, 1]);
-        assert_eq!(s.locations[2], Location { kind: LocationKind::Cookie("session".into()), rules: vec![1] });
+        assert_eq!(
+            s.locations[2],
+            Location {
+                kind: LocationKind::Cookie("session".into()),
+                rules: vec![1]
+            }
+        );
         assert_eq!(s.sanitize_headers, vec!["x-sub", "x-payload"]);
     }
 }

@@ -12,12 +12,16 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let mut total_nanos: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(format!("invalid duration {s:?}: expected a number"));
         }
         let (num, after) = rest.split_at(num_len);
-        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let unit_nanos: u128 = match unit {
             "ns" => 1,
@@ -26,7 +30,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(format!("invalid duration {s:?}: missing unit (use e.g. \"5s\" or \"5m\")")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (use e.g. \"5s\" or \"5m\")"
+                ))
+            }
             other => return Err(format!("invalid duration {s:?}: unknown unit {other:?}")),
         };
         let (int_part, frac_part) = match num.split_once('.') {
@@ -39,12 +47,16 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         let int: u128 = if int_part.is_empty() {
             0
         } else {
-            int_part.parse().map_err(|_| format!("invalid duration {s:?}"))?
+            int_part
+                .parse()
+                .map_err(|_| format!("invalid duration {s:?}"))?
         };
         let mut frac_nanos: u128 = 0;
         let mut scale = unit_nanos;
         for d in frac_part.chars() {
-            let digit = d.to_digit(10).ok_or_else(|| format!("invalid duration {s:?}"))?;
+            let digit = d
+                .to_digit(10)
+                .ok_or_else(|| format!("invalid duration {s:?}"))?;
             scale /= 10;
             frac_nanos += u128::from(digit) * scale;
         }

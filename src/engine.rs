@@ -53,7 +53,11 @@ impl Engine {
     pub fn new(settings: Rc<Settings>) -> Engine {
         let keys = KeyStore::new(&settings);
         let cache = TokenCache::new(settings.token_cache_size);
-        Engine { settings, keys, cache }
+        Engine {
+            settings,
+            keys,
+            cache,
+        }
     }
 
     /// Decides a request. `now_ms` is Unix time in milliseconds.
@@ -65,11 +69,18 @@ impl Engine {
         metrics: &mut dyn MetricSink,
     ) -> Decision {
         let settings = self.settings.clone();
-        let mut forward = Forward { remove_headers: settings.sanitize_headers.clone(), ..Forward::default() };
+        let mut forward = Forward {
+            remove_headers: settings.sanitize_headers.clone(),
+            ..Forward::default()
+        };
         let mut verified: Vec<Rc<VerifiedToken>> = Vec::new();
 
         // CORS preflight carries no credentials; Istio sets bypass_cors_preflight on jwt_authn.
-        let tokens = if is_cors_preflight(req) { Vec::new() } else { extract(req, &settings.locations) };
+        let tokens = if is_cors_preflight(req) {
+            Vec::new()
+        } else {
+            extract(req, &settings.locations)
+        };
         if tokens.is_empty() && settings.any_required && !is_cors_preflight(req) {
             return self.deny_authn(req, AuthnError::Missing, metrics);
         }
@@ -80,7 +91,8 @@ impl Engine {
             match self.authenticate(&t.token, t.location, now_ms, crypto, metrics) {
                 TokenResult::Valid(v) => {
                     let rule = &settings.rules[v.rule];
-                    if let LocationKind::Header { name, .. } = &settings.locations[t.location].kind {
+                    if let LocationKind::Header { name, .. } = &settings.locations[t.location].kind
+                    {
                         if !rule.forward && !forward.remove_headers.contains(name) {
                             forward.remove_headers.push(name.clone());
                         }
@@ -130,7 +142,11 @@ impl Engine {
             } else {
                 Metric::DryRunWouldAllow(&d.policy)
             });
-            log::debug!("dry-run policy {} would {}", d.policy, if would_deny { "deny" } else { "allow" });
+            log::debug!(
+                "dry-run policy {} would {}",
+                d.policy,
+                if would_deny { "deny" } else { "allow" }
+            );
         }
         match &result.decision {
             AuthzDecision::Allow { by } => {
@@ -154,7 +170,12 @@ impl Engine {
         }
     }
 
-    fn deny_authn(&self, req: &RequestAttrs, err: AuthnError, metrics: &mut dyn MetricSink) -> Decision {
+    fn deny_authn(
+        &self,
+        req: &RequestAttrs,
+        err: AuthnError,
+        metrics: &mut dyn MetricSink,
+    ) -> Decision {
         metrics.increment(Metric::Denied(err));
         Decision::Respond(Denial::Authn(err).to_reply(&realm(req), &self.settings.reply))
     }
@@ -202,7 +223,11 @@ impl Engine {
             return TokenResult::Invalid(AuthnError::UnknownIssuer);
         };
         let rule = &settings.rules[rule_idx];
-        let claim_rules = ClaimRules { issuer: Some(&rule.issuer), audiences: &rule.audiences, clock_skew_secs: rule.clock_skew_secs };
+        let claim_rules = ClaimRules {
+            issuer: Some(&rule.issuer),
+            audiences: &rule.audiences,
+            clock_skew_secs: rule.clock_skew_secs,
+        };
         if let Err(e) = check_claims(&jwt, &claim_rules, now) {
             return TokenResult::Invalid(e);
         }
@@ -240,7 +265,11 @@ impl Engine {
         metrics: &mut dyn MetricSink,
     ) -> Vec<FetchRequest> {
         let outcome = self.keys.on_response(id, status, body, now_ms);
-        let issuer = self.settings.rules.get(id.rule).map_or("", |r| r.issuer.as_str());
+        let issuer = self
+            .settings
+            .rules
+            .get(id.rule)
+            .map_or("", |r| r.issuer.as_str());
         if let Some(why) = &outcome.failed {
             metrics.increment(Metric::JwksFetchFailed);
             log::warn!("{:?} fetch for issuer {issuer} failed: {why}", id.phase);
@@ -251,13 +280,19 @@ impl Engine {
             for s in &outcome.skipped {
                 log::debug!("JWKS for issuer {issuer}: skipped {s}");
             }
-            self.cache.retain_keys(*rule, |fp| keys.contains_fingerprint(fp));
+            self.cache
+                .retain_keys(*rule, |fp| keys.contains_fingerprint(fp));
         }
         outcome.next.into_iter().collect()
     }
 
     /// `dispatch_http_call` itself failed for this fetch.
-    pub fn on_fetch_dispatch_failed(&mut self, id: FetchId, now_ms: u64, metrics: &mut dyn MetricSink) {
+    pub fn on_fetch_dispatch_failed(
+        &mut self,
+        id: FetchId,
+        now_ms: u64,
+        metrics: &mut dyn MetricSink,
+    ) {
         metrics.increment(Metric::JwksFetchFailed);
         self.keys.on_dispatch_failed(id, now_ms);
     }
@@ -273,7 +308,9 @@ fn dry_run_would_deny(d: &DryRunOutcome) -> bool {
 }
 
 fn is_cors_preflight(req: &RequestAttrs) -> bool {
-    req.method == "OPTIONS" && req.header("origin").is_some() && req.header("access-control-request-method").is_some()
+    req.method == "OPTIONS"
+        && req.header("origin").is_some()
+        && req.header("access-control-request-method").is_some()
 }
 
 /// The Bearer realm: the request URI without the query (which may hold a token), as
@@ -284,11 +321,20 @@ fn realm(req: &RequestAttrs) -> String {
         Some((i, _)) => &path[..i],
         None => path,
     };
-    let scheme = if req.scheme.is_empty() { "http" } else { req.scheme.as_str() };
+    let scheme = if req.scheme.is_empty() {
+        "http"
+    } else {
+        req.scheme.as_str()
+    };
     format!("{scheme}://{}{path}", req.host)
 }
 
-fn verified_token(rule_idx: usize, rule: &JwtRule, jwt: &UntrustedJwt<'_>, key_fingerprint: [u8; 32]) -> VerifiedToken {
+fn verified_token(
+    rule_idx: usize,
+    rule: &JwtRule,
+    jwt: &UntrustedJwt<'_>,
+    key_fingerprint: [u8; 32],
+) -> VerifiedToken {
     let identity = Identity {
         issuer: rule.issuer.clone(),
         subject: jwt.claims.sub.clone().unwrap_or_default(),
@@ -306,7 +352,14 @@ fn verified_token(rule_idx: usize, rule: &JwtRule, jwt: &UntrustedJwt<'_>, key_f
     if let Some(h) = &rule.payload_header {
         outputs.push((h.clone(), jwt.payload_b64.trim_end_matches('=').to_string()));
     }
-    VerifiedToken { rule: rule_idx, identity, outputs, exp: jwt.claims.exp, nbf: jwt.claims.nbf, key_fingerprint }
+    VerifiedToken {
+        rule: rule_idx,
+        identity,
+        outputs,
+        exp: jwt.claims.exp,
+        nbf: jwt.claims.nbf,
+        key_fingerprint,
+    }
 }
 
 /// Header value for a claim: strings as-is, integral numbers without a fraction, bools, and
@@ -325,7 +378,11 @@ pub fn claim_header_value(v: &Value) -> Option<String> {
         }
     }
     let out = match v {
-        Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>()?.join(","),
+        Value::Array(items) => items
+            .iter()
+            .map(scalar)
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
         other => scalar(other)?,
     };
     if out.chars().any(|c| c.is_control()) {
@@ -345,16 +402,28 @@ mod tests {
         assert_eq!(claim_header_value(&json!(42)), Some("42".into()));
         assert_eq!(claim_header_value(&json!(1.5)), Some("1.5".into()));
         assert_eq!(claim_header_value(&json!(true)), Some("true".into()));
-        assert_eq!(claim_header_value(&json!(["a", "b", 3])), Some("a,b,3".into()));
+        assert_eq!(
+            claim_header_value(&json!(["a", "b", 3])),
+            Some("a,b,3".into())
+        );
         assert_eq!(claim_header_value(&json!({"a": 1})), None);
         assert_eq!(claim_header_value(&json!("a\r\nx-evil: 1")), None);
     }
 
     #[test]
     fn realm_strips_query_and_caps_path() {
-        let req = RequestAttrs { scheme: "https".into(), host: "h".into(), path: "/p?access_token=secret".into(), ..Default::default() };
+        let req = RequestAttrs {
+            scheme: "https".into(),
+            host: "h".into(),
+            path: "/p?access_token=secret".into(),
+            ..Default::default()
+        };
         assert_eq!(realm(&req), "https://h/p");
-        let req = RequestAttrs { host: "h".into(), path: format!("/{}", "a".repeat(300)), ..Default::default() };
+        let req = RequestAttrs {
+            host: "h".into(),
+            path: format!("/{}", "a".repeat(300)),
+            ..Default::default()
+        };
         assert_eq!(realm(&req).len(), "http://h".len() + 256);
     }
 }

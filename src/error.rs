@@ -11,7 +11,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), message: message.into() }
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -70,7 +73,9 @@ impl AuthnError {
         match self {
             Missing => "Jwt is missing",
             TooLarge => "Jwt exceeds the maximum token size",
-            BadFormat => "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+            BadFormat => {
+                "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
+            }
             HeaderBadBase64 => "Jwt header is an invalid Base64url encoded",
             HeaderBadJson => "Jwt header is an invalid JSON",
             HeaderBadAlg => "Jwt header [alg] field is required and must be a string",
@@ -106,10 +111,12 @@ impl AuthnError {
         match self {
             Missing => "missing",
             TooLarge => "too_large",
-            BadFormat | HeaderBadBase64 | HeaderBadJson | HeaderBadAlg | HeaderBadKid | PayloadBadBase64
-            | PayloadBadJson | SignatureBadBase64 => "malformed",
-            IssNotString | SubNotString | JtiNotString | AudNotString | IatNotInteger | IatOutOfRange
-            | NbfNotInteger | NbfOutOfRange | ExpNotInteger | ExpOutOfRange => "bad_claim",
+            BadFormat | HeaderBadBase64 | HeaderBadJson | HeaderBadAlg | HeaderBadKid
+            | PayloadBadBase64 | PayloadBadJson | SignatureBadBase64 => "malformed",
+            IssNotString | SubNotString | JtiNotString | AudNotString | IatNotInteger
+            | IatOutOfRange | NbfNotInteger | NbfOutOfRange | ExpNotInteger | ExpOutOfRange => {
+                "bad_claim"
+            }
             UnsupportedAlg | SymmetricAlg => "unsupported_alg",
             UnknownIssuer => "unknown_issuer",
             Expired => "expired",
@@ -126,11 +133,36 @@ impl AuthnError {
     pub const ALL: [AuthnError; 30] = {
         use AuthnError::*;
         [
-            Missing, TooLarge, BadFormat, HeaderBadBase64, HeaderBadJson, HeaderBadAlg, UnsupportedAlg,
-            SymmetricAlg, HeaderBadKid, PayloadBadBase64, PayloadBadJson, IssNotString, SubNotString,
-            JtiNotString, AudNotString, IatNotInteger, IatOutOfRange, NbfNotInteger, NbfOutOfRange,
-            ExpNotInteger, ExpOutOfRange, SignatureBadBase64, UnknownIssuer, Expired, NotYetValid,
-            AudienceNotAllowed, KidAlgMismatch, NoValidKeys, VerificationFails, JwksFetchFailed,
+            Missing,
+            TooLarge,
+            BadFormat,
+            HeaderBadBase64,
+            HeaderBadJson,
+            HeaderBadAlg,
+            UnsupportedAlg,
+            SymmetricAlg,
+            HeaderBadKid,
+            PayloadBadBase64,
+            PayloadBadJson,
+            IssNotString,
+            SubNotString,
+            JtiNotString,
+            AudNotString,
+            IatNotInteger,
+            IatOutOfRange,
+            NbfNotInteger,
+            NbfOutOfRange,
+            ExpNotInteger,
+            ExpOutOfRange,
+            SignatureBadBase64,
+            UnknownIssuer,
+            Expired,
+            NotYetValid,
+            AudienceNotAllowed,
+            KidAlgMismatch,
+            NoValidKeys,
+            VerificationFails,
+            JwksFetchFailed,
         ]
     };
 }
@@ -181,7 +213,11 @@ impl Denial {
     pub fn to_reply(&self, request_uri: &str, opts: &ReplyOptions) -> Reply {
         match self {
             Denial::Authn(err) => {
-                let status = if *err == AuthnError::AudienceNotAllowed { 403 } else { 401 };
+                let status = if *err == AuthnError::AudienceNotAllowed {
+                    403
+                } else {
+                    401
+                };
                 let realm = truncate_chars(request_uri, 256).replace('"', "%22");
                 let challenge = if *err == AuthnError::Missing {
                     format!("Bearer realm=\"{realm}\"")
@@ -195,10 +231,17 @@ impl Denial {
                         ("content-type".into(), "text/plain".into()),
                     ],
                     body: err.message().to_string(),
-                    details: format!("jwt_authn_access_denied{{{}}}", err.message().replace(' ', "_")),
+                    details: format!(
+                        "jwt_authn_access_denied{{{}}}",
+                        err.message().replace(' ', "_")
+                    ),
                 }
             }
-            Denial::Authz { policy, rule, had_valid_token } => {
+            Denial::Authz {
+                policy,
+                rule,
+                had_valid_token,
+            } => {
                 let mut headers = vec![("content-type".to_string(), "text/plain".to_string())];
                 if opts.insufficient_scope_challenge && *had_valid_token {
                     headers.push((
@@ -247,13 +290,17 @@ mod tests {
     fn invalid_token_is_401_with_invalid_token() {
         let r = Denial::Authn(AuthnError::Expired).to_reply("http://h/p", &ReplyOptions::default());
         assert_eq!(r.status, 401);
-        assert_eq!(r.headers[0].1, "Bearer realm=\"http://h/p\", error=\"invalid_token\"");
+        assert_eq!(
+            r.headers[0].1,
+            "Bearer realm=\"http://h/p\", error=\"invalid_token\""
+        );
         assert_eq!(r.details, "jwt_authn_access_denied{Jwt_is_expired}");
     }
 
     #[test]
     fn audience_is_403() {
-        let r = Denial::Authn(AuthnError::AudienceNotAllowed).to_reply("u", &ReplyOptions::default());
+        let r =
+            Denial::Authn(AuthnError::AudienceNotAllowed).to_reply("u", &ReplyOptions::default());
         assert_eq!(r.status, 403);
         assert_eq!(r.body, "Audiences in Jwt are not allowed");
     }
@@ -268,13 +315,28 @@ mod tests {
 
     #[test]
     fn rbac_denial_and_options() {
-        let d = Denial::Authz { policy: "p".into(), rule: Some(1), had_valid_token: true };
+        let d = Denial::Authz {
+            policy: "p".into(),
+            rule: Some(1),
+            had_valid_token: true,
+        };
         let plain = d.to_reply("u", &ReplyOptions::default());
-        assert_eq!((plain.status, plain.body.as_str()), (403, "RBAC: access denied"));
+        assert_eq!(
+            (plain.status, plain.body.as_str()),
+            (403, "RBAC: access denied")
+        );
         assert!(plain.headers.iter().all(|(n, _)| n != "www-authenticate"));
-        let opts = ReplyOptions { insufficient_scope_challenge: true, debug_headers: true };
+        let opts = ReplyOptions {
+            insufficient_scope_challenge: true,
+            debug_headers: true,
+        };
         let rich = d.to_reply("u", &opts);
-        assert!(rich.headers.contains(&("www-authenticate".into(), "Bearer error=\"insufficient_scope\"".into())));
-        assert!(rich.headers.contains(&(DEBUG_POLICY_HEADER.into(), "p[rules][1]".into())));
+        assert!(rich.headers.contains(&(
+            "www-authenticate".into(),
+            "Bearer error=\"insufficient_scope\"".into()
+        )));
+        assert!(rich
+            .headers
+            .contains(&(DEBUG_POLICY_HEADER.into(), "p[rules][1]".into())));
     }
 }

@@ -41,7 +41,10 @@ pub fn extract(req: &RequestAttrs, locations: &[Location]) -> Vec<Extracted> {
                 for (_, v) in req.headers.iter().filter(|(n, _)| n == name) {
                     if let Some(t) = after_prefix(v, prefix) {
                         if !t.is_empty() || prefix.is_empty() {
-                            out.push(Extracted { token: t.to_string(), location: i });
+                            out.push(Extracted {
+                                token: t.to_string(),
+                                location: i,
+                            });
                         }
                     }
                 }
@@ -49,12 +52,18 @@ pub fn extract(req: &RequestAttrs, locations: &[Location]) -> Vec<Extracted> {
             LocationKind::Param(name) => {
                 let params = params.get_or_insert_with(|| parse_query(req.query()));
                 if let Some((_, v)) = params.iter().find(|(k, _)| k == name) {
-                    out.push(Extracted { token: v.clone(), location: i });
+                    out.push(Extracted {
+                        token: v.clone(),
+                        location: i,
+                    });
                 }
             }
             LocationKind::Cookie(name) => {
                 if let Some(v) = cookie(req, name) {
-                    out.push(Extracted { token: v.to_string(), location: i });
+                    out.push(Extracted {
+                        token: v.to_string(),
+                        location: i,
+                    });
                 }
             }
         }
@@ -92,7 +101,9 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -124,30 +135,63 @@ mod tests {
     fn req(headers: &[(&str, &str)], path: &str) -> RequestAttrs {
         RequestAttrs {
             path: path.into(),
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
 
     fn locs() -> Vec<Location> {
         vec![
-            Location { kind: LocationKind::Header { name: "authorization".into(), prefix: "Bearer ".into() }, rules: vec![0] },
-            Location { kind: LocationKind::Param("access_token".into()), rules: vec![0] },
-            Location { kind: LocationKind::Cookie("session".into()), rules: vec![0] },
-            Location { kind: LocationKind::Header { name: "x-jwt".into(), prefix: String::new() }, rules: vec![0] },
+            Location {
+                kind: LocationKind::Header {
+                    name: "authorization".into(),
+                    prefix: "Bearer ".into(),
+                },
+                rules: vec![0],
+            },
+            Location {
+                kind: LocationKind::Param("access_token".into()),
+                rules: vec![0],
+            },
+            Location {
+                kind: LocationKind::Cookie("session".into()),
+                rules: vec![0],
+            },
+            Location {
+                kind: LocationKind::Header {
+                    name: "x-jwt".into(),
+                    prefix: String::new(),
+                },
+                rules: vec![0],
+            },
         ]
     }
 
     #[test]
     fn finds_tokens_everywhere() {
         let r = req(
-            &[("authorization", "Bearer aaa.bbb.ccc"), ("cookie", "a=1; session=ddd.eee.fff"), ("x-jwt", "ggg")],
+            &[
+                ("authorization", "Bearer aaa.bbb.ccc"),
+                ("cookie", "a=1; session=ddd.eee.fff"),
+                ("x-jwt", "ggg"),
+            ],
             "/p?x=1&access_token=hh%2Eii.jj",
         );
-        let got: Vec<_> = extract(&r, &locs()).into_iter().map(|e| (e.token, e.location)).collect();
+        let got: Vec<_> = extract(&r, &locs())
+            .into_iter()
+            .map(|e| (e.token, e.location))
+            .collect();
         assert_eq!(
             got,
-            vec![("aaa.bbb.ccc".into(), 0), ("hh.ii.jj".into(), 1), ("ddd.eee.fff".into(), 2), ("ggg".into(), 3)]
+            vec![
+                ("aaa.bbb.ccc".into(), 0),
+                ("hh.ii.jj".into(), 1),
+                ("ddd.eee.fff".into(), 2),
+                ("ggg".into(), 3)
+            ]
         );
     }
 
@@ -156,24 +200,46 @@ mod tests {
         let r = req(&[("authorization", "Basic dXNlcjpwYXNz")], "/");
         assert!(extract(&r, &locs()).is_empty());
         let r = req(&[("authorization", "bearer abc")], "/");
-        assert!(extract(&r, &locs()).is_empty(), "prefix match is case-sensitive, as in Envoy");
+        assert!(
+            extract(&r, &locs()).is_empty(),
+            "prefix match is case-sensitive, as in Envoy"
+        );
     }
 
     #[test]
     fn token_is_the_jwt_run_after_the_prefix() {
-        assert_eq!(after_prefix("Bearer   abc.def.ghi trailing", "Bearer "), Some("abc.def.ghi"));
-        assert_eq!(after_prefix(r#"{"jwt": "abc.def"}"#, r#""jwt":"#), Some("abc.def"));
+        assert_eq!(
+            after_prefix("Bearer   abc.def.ghi trailing", "Bearer "),
+            Some("abc.def.ghi")
+        );
+        assert_eq!(
+            after_prefix(r#"{"jwt": "abc.def"}"#, r#""jwt":"#),
+            Some("abc.def")
+        );
     }
 
     #[test]
     fn repeated_headers_yield_every_token() {
-        let r = req(&[("authorization", "Bearer one"), ("authorization", "Bearer two")], "/");
+        let r = req(
+            &[
+                ("authorization", "Bearer one"),
+                ("authorization", "Bearer two"),
+            ],
+            "/",
+        );
         assert_eq!(extract(&r, &locs()).len(), 2);
     }
 
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("a%2Bb+c%zz%"), "a+b c%zz%");
-        assert_eq!(parse_query("a=1&&b&c=%41"), vec![("a".into(), "1".into()), ("b".into(), "".into()), ("c".into(), "A".into())]);
+        assert_eq!(
+            parse_query("a=1&&b&c=%41"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "".into()),
+                ("c".into(), "A".into())
+            ]
+        );
     }
 }

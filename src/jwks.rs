@@ -95,9 +95,15 @@ impl KeyStore {
                 let (keys, inline, jwks_target, discovery) = match &r.keys {
                     KeySource::Inline(k) => (Some(k.clone()), true, None, None),
                     KeySource::Remote(t) => (None, false, Some(t.clone()), None),
-                    KeySource::Discovery { discovery, cluster_override } => {
-                        (None, false, None, Some((discovery.clone(), cluster_override.clone())))
-                    }
+                    KeySource::Discovery {
+                        discovery,
+                        cluster_override,
+                    } => (
+                        None,
+                        false,
+                        None,
+                        Some((discovery.clone(), cluster_override.clone())),
+                    ),
                 };
                 IssuerState {
                     keys,
@@ -121,7 +127,9 @@ impl KeyStore {
     /// Keys for verifying a token of `rule`, starting a fetch when there are none.
     pub fn lookup(&mut self, rule: usize, now_ms: u64) -> KeyLookup {
         self.unstick(rule, now_ms);
-        let Some(st) = self.issuers.get(rule) else { return KeyLookup::Unavailable };
+        let Some(st) = self.issuers.get(rule) else {
+            return KeyLookup::Unavailable;
+        };
         if let Some(k) = &st.keys {
             return KeyLookup::Ready(k.clone());
         }
@@ -147,7 +155,11 @@ impl KeyStore {
             return Some(None);
         }
         let cooldown_ms = st.kid_refetch_cooldown.as_millis() as u64;
-        if st.last_kid_refetch_ms.is_some_and(|t| now_ms < t.saturating_add(cooldown_ms)) || now_ms < st.retry_at_ms {
+        if st
+            .last_kid_refetch_ms
+            .is_some_and(|t| now_ms < t.saturating_add(cooldown_ms))
+            || now_ms < st.retry_at_ms
+        {
             return None;
         }
         st.last_kid_refetch_ms = Some(now_ms);
@@ -175,7 +187,9 @@ impl KeyStore {
 
     /// Whether any request could be waiting on a fetch of this rule.
     pub fn in_flight(&self, rule: usize) -> bool {
-        self.issuers.get(rule).is_some_and(|s| s.in_flight.is_some())
+        self.issuers
+            .get(rule)
+            .is_some_and(|s| s.in_flight.is_some())
     }
 
     /// The dispatch itself failed (unknown cluster, bad argument): a failed fetch.
@@ -184,9 +198,17 @@ impl KeyStore {
     }
 
     /// Handles a fetch response (`status` None: timeout/reset, no HTTP response).
-    pub fn on_response(&mut self, id: FetchId, status: Option<u32>, body: &[u8], now_ms: u64) -> FetchOutcome {
+    pub fn on_response(
+        &mut self,
+        id: FetchId,
+        status: Option<u32>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> FetchOutcome {
         let mut outcome = FetchOutcome::default();
-        let Some(st) = self.issuers.get_mut(id.rule) else { return outcome };
+        let Some(st) = self.issuers.get_mut(id.rule) else {
+            return outcome;
+        };
         if st.in_flight.map(|(p, _)| p) != Some(id.phase) {
             // A late response for a fetch already given up on: ignore it.
             return outcome;
@@ -203,7 +225,10 @@ impl KeyStore {
             return outcome;
         }
         match id.phase {
-            Phase::Discovery => match discovered_jwks_target(body, st.discovery.as_ref().and_then(|d| d.1.as_deref())) {
+            Phase::Discovery => match discovered_jwks_target(
+                body,
+                st.discovery.as_ref().and_then(|d| d.1.as_deref()),
+            ) {
                 Ok(target) => {
                     st.jwks_target = Some(target);
                     outcome.next = self.start(id.rule, now_ms);
@@ -224,7 +249,10 @@ impl KeyStore {
                     outcome.updated = Some((id.rule, set));
                 }
                 Ok(set) => {
-                    outcome.failed = Some(format!("JWKS has no usable signing key ({})", set.skipped.join("; ")));
+                    outcome.failed = Some(format!(
+                        "JWKS has no usable signing key ({})",
+                        set.skipped.join("; ")
+                    ));
                     self.fail(id.rule, now_ms);
                 }
                 Err(why) => {
@@ -251,7 +279,15 @@ impl KeyStore {
                 (":method".into(), "GET".into()),
                 (":path".into(), target.path),
                 (":authority".into(), target.authority),
-                (":scheme".into(), if target.uri.starts_with("https") { "https" } else { "http" }.into()),
+                (
+                    ":scheme".into(),
+                    if target.uri.starts_with("https") {
+                        "https"
+                    } else {
+                        "http"
+                    }
+                    .into(),
+                ),
                 ("accept".into(), "application/json".into()),
                 ("user-agent".into(), "meshgate".into()),
             ],
@@ -260,10 +296,14 @@ impl KeyStore {
     }
 
     fn fail(&mut self, rule: usize, now_ms: u64) {
-        let Some(st) = self.issuers.get_mut(rule) else { return };
+        let Some(st) = self.issuers.get_mut(rule) else {
+            return;
+        };
         st.in_flight = None;
         st.failures = st.failures.saturating_add(1);
-        let backoff = MIN_BACKOFF_MS.saturating_mul(1 << st.failures.saturating_sub(1).min(16)).min(MAX_BACKOFF_MS);
+        let backoff = MIN_BACKOFF_MS
+            .saturating_mul(1 << st.failures.saturating_sub(1).min(16))
+            .min(MAX_BACKOFF_MS);
         st.retry_at_ms = now_ms.saturating_add(backoff);
         // A discovered jwks_uri may be what broke: discover again next time.
         if st.discovery.is_some() {
@@ -274,7 +314,10 @@ impl KeyStore {
     fn unstick(&mut self, rule: usize, now_ms: u64) {
         let stuck = self.issuers.get(rule).is_some_and(|st| {
             st.in_flight.is_some_and(|(_, since)| {
-                now_ms > since.saturating_add(st.timeout.as_millis() as u64).saturating_add(STUCK_GRACE_MS)
+                now_ms
+                    > since
+                        .saturating_add(st.timeout.as_millis() as u64)
+                        .saturating_add(STUCK_GRACE_MS)
             })
         });
         if stuck {
@@ -288,7 +331,10 @@ fn refresh_delay_ms(cache_duration: Duration) -> u64 {
     (cache_duration.as_millis() as u64).saturating_mul(9) / 10
 }
 
-fn discovered_jwks_target(body: &[u8], cluster_override: Option<&str>) -> Result<HttpTarget, String> {
+fn discovered_jwks_target(
+    body: &[u8],
+    cluster_override: Option<&str>,
+) -> Result<HttpTarget, String> {
     if body.len() > MAX_DISCOVERY_BYTES {
         return Err("discovery document is too large".into());
     }
@@ -317,17 +363,26 @@ mod tests {
     }
 
     fn remote() -> KeyStore {
-        store(r#"{"issuer":"http://kc/realms/r","jwksUri":"http://kc/realms/r/certs","cacheDuration":"100s","kidRefetchCooldown":"30s"}"#)
+        store(
+            r#"{"issuer":"http://kc/realms/r","jwksUri":"http://kc/realms/r/certs","cacheDuration":"100s","kidRefetchCooldown":"30s"}"#,
+        )
     }
 
     #[test]
     fn first_lookup_starts_one_fetch_and_others_wait() {
         let mut ks = remote();
-        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else { panic!() };
+        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
+            panic!()
+        };
         assert_eq!(f.cluster, "outbound|80||kc");
-        assert!(f.headers.contains(&(":path".into(), "/realms/r/certs".into())));
+        assert!(f
+            .headers
+            .contains(&(":path".into(), "/realms/r/certs".into())));
         assert!(f.headers.contains(&(":authority".into(), "kc".into())));
-        assert!(matches!(ks.lookup(0, 1), KeyLookup::Wait(None)), "coalesced");
+        assert!(
+            matches!(ks.lookup(0, 1), KeyLookup::Wait(None)),
+            "coalesced"
+        );
         let out = ks.on_response(f.id, Some(200), &jwks("a"), 2);
         assert!(out.updated.is_some() && out.failed.is_none());
         assert!(matches!(ks.lookup(0, 3), KeyLookup::Ready(_)));
@@ -336,13 +391,21 @@ mod tests {
     #[test]
     fn failure_backs_off_then_recovers() {
         let mut ks = remote();
-        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else { panic!() };
+        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
+            panic!()
+        };
         assert!(ks.on_response(f.id, None, b"", 10).failed.is_some());
-        assert!(matches!(ks.lookup(0, 20), KeyLookup::Unavailable), "fail closed during backoff");
+        assert!(
+            matches!(ks.lookup(0, 20), KeyLookup::Unavailable),
+            "fail closed during backoff"
+        );
         assert!(ks.due_fetches(500).is_empty());
         let due = ks.due_fetches(1_010);
         assert_eq!(due.len(), 1);
-        assert!(ks.on_response(due[0].id, Some(503), b"", 1_020).failed.is_some());
+        assert!(ks
+            .on_response(due[0].id, Some(503), b"", 1_020)
+            .failed
+            .is_some());
         assert!(ks.due_fetches(2_500).is_empty(), "second backoff is 2s");
         let due = ks.due_fetches(3_100);
         ks.on_response(due[0].id, Some(200), &jwks("a"), 3_200);
@@ -352,25 +415,38 @@ mod tests {
     #[test]
     fn stale_keys_are_served_while_refresh_fails() {
         let mut ks = remote();
-        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else { panic!() };
+        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
+            panic!()
+        };
         ks.on_response(f.id, Some(200), &jwks("a"), 0);
         assert!(ks.due_fetches(89_000).is_empty(), "refresh at 90% of 100s");
         let due = ks.due_fetches(90_000);
         assert_eq!(due.len(), 1);
         ks.on_response(due[0].id, Some(500), b"", 90_001);
-        assert!(matches!(ks.lookup(0, 200_000), KeyLookup::Ready(_)), "last-good keys kept");
+        assert!(
+            matches!(ks.lookup(0, 200_000), KeyLookup::Ready(_)),
+            "last-good keys kept"
+        );
     }
 
     #[test]
     fn bad_jwks_bodies_do_not_replace_keys() {
         let mut ks = remote();
-        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else { panic!() };
+        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
+            panic!()
+        };
         ks.on_response(f.id, Some(200), &jwks("a"), 0);
-        for body in [&b"<html>"[..], br#"{"keys":[]}"#, br#"{"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"}]}"#] {
+        for body in [
+            &b"<html>"[..],
+            br#"{"keys":[]}"#,
+            br#"{"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"}]}"#,
+        ] {
             let due = ks.due_fetches(1_000_000);
             let out = ks.on_response(due[0].id, Some(200), body, 1_000_000);
             assert!(out.failed.is_some());
-            let KeyLookup::Ready(k) = ks.lookup(0, 1_000_001) else { panic!() };
+            let KeyLookup::Ready(k) = ks.lookup(0, 1_000_001) else {
+                panic!()
+            };
             assert_eq!(k.keys[0].kid.as_deref(), Some("a"));
             ks.issuers[0].retry_at_ms = 0;
         }
@@ -379,10 +455,17 @@ mod tests {
     #[test]
     fn kid_miss_refetches_at_most_once_per_cooldown() {
         let mut ks = remote();
-        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else { panic!() };
+        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
+            panic!()
+        };
         ks.on_response(f.id, Some(200), &jwks("a"), 0);
-        let Some(Some(f)) = ks.kid_miss(0, 1_000) else { panic!() };
-        assert!(matches!(ks.kid_miss(0, 1_001), Some(None)), "waits on the in-flight refetch");
+        let Some(Some(f)) = ks.kid_miss(0, 1_000) else {
+            panic!()
+        };
+        assert!(
+            matches!(ks.kid_miss(0, 1_001), Some(None)),
+            "waits on the in-flight refetch"
+        );
         ks.on_response(f.id, Some(200), &jwks("b"), 1_100);
         assert!(ks.kid_miss(0, 2_000).is_none(), "cooldown");
         assert!(ks.kid_miss(0, 30_999).is_none());
@@ -394,7 +477,10 @@ mod tests {
         let mut ks = store(r#"{"issuer":"http://kc.local/realms/r"}"#);
         let due = ks.due_fetches(0);
         assert_eq!(due[0].id.phase, Phase::Discovery);
-        assert!(due[0].headers.contains(&(":path".into(), "/realms/r/.well-known/openid-configuration".into())));
+        assert!(due[0].headers.contains(&(
+            ":path".into(),
+            "/realms/r/.well-known/openid-configuration".into()
+        )));
         let out = ks.on_response(
             due[0].id,
             Some(200),
@@ -411,10 +497,20 @@ mod tests {
     #[test]
     fn stuck_fetch_is_abandoned_after_timeout() {
         let mut ks = remote();
-        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else { panic!() };
+        let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
+            panic!()
+        };
         assert!(matches!(ks.lookup(0, 6_000), KeyLookup::Wait(None)));
-        assert!(matches!(ks.lookup(0, 7_001), KeyLookup::Unavailable), "5s timeout + 2s grace");
-        assert!(ks.on_response(f.id, Some(200), &jwks("a"), 7_002).updated.is_none(), "late response ignored");
+        assert!(
+            matches!(ks.lookup(0, 7_001), KeyLookup::Unavailable),
+            "5s timeout + 2s grace"
+        );
+        assert!(
+            ks.on_response(f.id, Some(200), &jwks("a"), 7_002)
+                .updated
+                .is_none(),
+            "late response ignored"
+        );
     }
 
     #[test]

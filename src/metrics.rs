@@ -29,7 +29,15 @@ pub enum Metric<'a> {
 /// A policy name as one stat-name segment: Envoy splits stat names on '.', and Kubernetes names
 /// may contain dots.
 fn segment(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Metric<'_> {
@@ -38,11 +46,17 @@ impl Metric<'_> {
             Metric::Allowed => "meshgate.allowed".into(),
             Metric::Denied(e) => format!("meshgate.denied.{}", e.metric_name()).into(),
             // "No ALLOW policy matched" is not a policy of its own.
-            Metric::PolicyDenied(p) if *p == crate::authz::NO_ALLOW_MATCH => "meshgate.denied.rbac_no_allow_match".into(),
+            Metric::PolicyDenied(p) if *p == crate::authz::NO_ALLOW_MATCH => {
+                "meshgate.denied.rbac_no_allow_match".into()
+            }
             Metric::PolicyAllowed(p) => format!("meshgate.policy.{}.allowed", segment(p)).into(),
             Metric::PolicyDenied(p) => format!("meshgate.policy.{}.denied", segment(p)).into(),
-            Metric::DryRunWouldDeny(p) => format!("meshgate.policy.{}.dry_run_would_deny", segment(p)).into(),
-            Metric::DryRunWouldAllow(p) => format!("meshgate.policy.{}.dry_run_would_allow", segment(p)).into(),
+            Metric::DryRunWouldDeny(p) => {
+                format!("meshgate.policy.{}.dry_run_would_deny", segment(p)).into()
+            }
+            Metric::DryRunWouldAllow(p) => {
+                format!("meshgate.policy.{}.dry_run_would_allow", segment(p)).into()
+            }
             Metric::AuditMatched(p) => format!("meshgate.policy.{}.audit", segment(p)).into(),
             Metric::JwksFetchOk => "meshgate.jwks_fetch.ok".into(),
             Metric::JwksFetchFailed => "meshgate.jwks_fetch.failed".into(),
@@ -62,9 +76,18 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(Metric::PolicyDenied("ns.deny-all").name(), "meshgate.policy.ns_deny-all.denied");
-        assert_eq!(Metric::PolicyDenied(crate::authz::NO_ALLOW_MATCH).name(), "meshgate.denied.rbac_no_allow_match");
-        assert_eq!(Metric::Denied(AuthnError::Expired).name(), "meshgate.denied.expired");
+        assert_eq!(
+            Metric::PolicyDenied("ns.deny-all").name(),
+            "meshgate.policy.ns_deny-all.denied"
+        );
+        assert_eq!(
+            Metric::PolicyDenied(crate::authz::NO_ALLOW_MATCH).name(),
+            "meshgate.denied.rbac_no_allow_match"
+        );
+        assert_eq!(
+            Metric::Denied(AuthnError::Expired).name(),
+            "meshgate.denied.expired"
+        );
     }
 }
 

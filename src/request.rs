@@ -32,7 +32,10 @@ pub struct RequestAttrs {
 impl RequestAttrs {
     /// First value of a header (name in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The path without the query string (what AuthorizationPolicy `paths` match).

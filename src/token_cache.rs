@@ -34,7 +34,9 @@ pub struct TokenCache {
 impl TokenCache {
     /// `capacity` 0 disables the cache.
     pub fn new(capacity: usize) -> TokenCache {
-        TokenCache { lru: NonZeroUsize::new(capacity).map(LruCache::new) }
+        TokenCache {
+            lru: NonZeroUsize::new(capacity).map(LruCache::new),
+        }
     }
 
     /// A live entry, or None. Entries at or past their `exp` are dropped here.
@@ -115,7 +117,10 @@ mod tests {
         c.insert(token_key("b"), entry(0, None, 1));
         assert!(c.get(&token_key("a"), 0).is_some());
         c.insert(token_key("c"), entry(0, None, 1));
-        assert!(c.get(&token_key("b"), 0).is_none(), "least recently used evicted");
+        assert!(
+            c.get(&token_key("b"), 0).is_none(),
+            "least recently used evicted"
+        );
         assert_eq!(c.len(), 2);
     }
 

@@ -1,6 +1,9 @@
 //! Native flow tests of the request engine: the same sequences the proxy-wasm adapter drives
 //! (request → wait for keys → fetch response → re-run), with time as an input.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meshgate::config::Settings;
 use meshgate::engine::{Decision, Engine};
 use meshgate::jwks::FetchRequest;
@@ -25,7 +28,10 @@ impl Key {
     fn new(kid: &str, seed: u8) -> Key {
         let mut bytes = [seed; 32];
         bytes[0] = 1;
-        Key { kid: kid.into(), sk: SigningKey::from_bytes(&bytes.into()).unwrap() }
+        Key {
+            kid: kid.into(),
+            sk: SigningKey::from_bytes(&bytes.into()).unwrap(),
+        }
     }
 
     fn jwk(&self) -> Value {
@@ -36,14 +42,20 @@ impl Key {
 
     fn sign(&self, claims: Value) -> String {
         let header = json!({"alg":"ES256","typ":"JWT","kid":self.kid});
-        let input = format!("{}.{}", b64url_encode(header.to_string().as_bytes()), b64url_encode(claims.to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64url_encode(header.to_string().as_bytes()),
+            b64url_encode(claims.to_string().as_bytes())
+        );
         let sig: Signature = self.sk.sign(input.as_bytes());
         format!("{input}.{}", b64url_encode(&sig.to_bytes()))
     }
 }
 
 fn jwks(keys: &[&Key]) -> Vec<u8> {
-    json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}).to_string().into_bytes()
+    json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()})
+        .to_string()
+        .into_bytes()
 }
 
 fn claims(iss: &str) -> Value {
@@ -53,7 +65,9 @@ fn claims(iss: &str) -> Value {
 }
 
 fn engine(config: Value) -> Engine {
-    Engine::new(Rc::new(Settings::from_json(config.to_string().as_bytes()).unwrap()))
+    Engine::new(Rc::new(
+        Settings::from_json(config.to_string().as_bytes()).unwrap(),
+    ))
 }
 
 fn remote_rule() -> Value {
@@ -64,9 +78,16 @@ fn remote_rule() -> Value {
 }
 
 fn get(token: Option<&str>) -> RequestAttrs {
-    let mut r = RequestAttrs { method: "GET".into(), path: "/data".into(), host: "backend".into(), scheme: "http".into(), ..Default::default() };
+    let mut r = RequestAttrs {
+        method: "GET".into(),
+        path: "/data".into(),
+        host: "backend".into(),
+        scheme: "http".into(),
+        ..Default::default()
+    };
     if let Some(t) = token {
-        r.headers.push(("authorization".into(), format!("Bearer {t}")));
+        r.headers
+            .push(("authorization".into(), format!("Bearer {t}")));
     }
     r
 }
@@ -78,13 +99,23 @@ struct Run {
 
 impl Run {
     fn new(config: Value) -> Run {
-        Run { e: engine(config), m: CountingSink::default() }
+        Run {
+            e: engine(config),
+            m: CountingSink::default(),
+        }
     }
     fn req(&mut self, r: &RequestAttrs, now_s: u64) -> Decision {
         self.e.on_request(r, now_s * 1000, &WasmCrypto, &mut self.m)
     }
-    fn respond(&mut self, f: &FetchRequest, status: Option<u32>, body: &[u8], now_s: u64) -> Vec<FetchRequest> {
-        self.e.on_fetch_response(f.id, status, body, now_s * 1000, &mut self.m)
+    fn respond(
+        &mut self,
+        f: &FetchRequest,
+        status: Option<u32>,
+        body: &[u8],
+        now_s: u64,
+    ) -> Vec<FetchRequest> {
+        self.e
+            .on_fetch_response(f.id, status, body, now_s * 1000, &mut self.m)
     }
 }
 
@@ -106,7 +137,9 @@ fn body(d: &Decision) -> &str {
 fn ready(key: &Key) -> Run {
     let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
     let t = key.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else { panic!("first request must wait for keys") };
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+        panic!("first request must wait for keys")
+    };
     assert_eq!(f.len(), 1);
     run.respond(&f[0], Some(200), &jwks(&[key]), NOW);
     run
@@ -119,12 +152,28 @@ fn valid_token_forwards_with_claim_and_payload_headers() {
     let t = key.sign(claims(ISS));
     let mut r = get(Some(&t));
     r.headers.push(("x-email".into(), "spoofed@evil".into()));
-    let Decision::Forward(f) = run.req(&r, NOW) else { panic!() };
-    assert!(f.remove_headers.contains(&"x-email".to_string()), "client copy stripped");
-    assert!(f.remove_headers.contains(&"authorization".to_string()), "forwardOriginalToken defaults to false");
-    assert!(f.set_headers.contains(&("x-email".into(), "user@example.com".into())));
-    assert!(f.set_headers.contains(&("x-roles".into(), "user,offline_access".into())));
-    let payload = f.set_headers.iter().find(|(h, _)| h == "x-jwt-payload").unwrap();
+    let Decision::Forward(f) = run.req(&r, NOW) else {
+        panic!()
+    };
+    assert!(
+        f.remove_headers.contains(&"x-email".to_string()),
+        "client copy stripped"
+    );
+    assert!(
+        f.remove_headers.contains(&"authorization".to_string()),
+        "forwardOriginalToken defaults to false"
+    );
+    assert!(f
+        .set_headers
+        .contains(&("x-email".into(), "user@example.com".into())));
+    assert!(f
+        .set_headers
+        .contains(&("x-roles".into(), "user,offline_access".into())));
+    let payload = f
+        .set_headers
+        .iter()
+        .find(|(h, _)| h == "x-jwt-payload")
+        .unwrap();
     assert_eq!(payload.1, t.split('.').nth(1).unwrap());
     assert_eq!(f.principal.as_deref(), Some(&*format!("{ISS}/u-1")));
     assert_eq!(run.m.get("meshgate.allowed"), 1);
@@ -137,28 +186,62 @@ fn token_failures_map_to_envoy_statuses() {
     let mut c = claims(ISS);
     c["aud"] = json!("someone-else");
     let d = run.req(&get(Some(&key.sign(c))), NOW);
-    assert_eq!((status(&d), body(&d)), (403, "Audiences in Jwt are not allowed"));
+    assert_eq!(
+        (status(&d), body(&d)),
+        (403, "Audiences in Jwt are not allowed")
+    );
     let mut c = claims(ISS);
     c["exp"] = json!(NOW - 61);
-    assert_eq!(body(&run.req(&get(Some(&key.sign(c))), NOW)), "Jwt is expired");
+    assert_eq!(
+        body(&run.req(&get(Some(&key.sign(c))), NOW)),
+        "Jwt is expired"
+    );
     let mut c = claims(ISS);
     c["exp"] = json!(NOW - 59);
-    assert_eq!(status(&run.req(&get(Some(&key.sign(c))), NOW)), 200, "inside the 60s skew");
+    assert_eq!(
+        status(&run.req(&get(Some(&key.sign(c))), NOW)),
+        200,
+        "inside the 60s skew"
+    );
     let mut c = claims(ISS);
     c["nbf"] = json!(NOW + 120);
-    assert_eq!(body(&run.req(&get(Some(&key.sign(c))), NOW)), "Jwt not yet valid");
+    assert_eq!(
+        body(&run.req(&get(Some(&key.sign(c))), NOW)),
+        "Jwt not yet valid"
+    );
     let d = run.req(&get(Some(&key.sign(claims("http://other/realms/x")))), NOW);
-    assert_eq!((status(&d), body(&d)), (401, "Jwt issuer is not configured"));
+    assert_eq!(
+        (status(&d), body(&d)),
+        (401, "Jwt issuer is not configured")
+    );
     let d = run.req(&get(Some("not-a-jwt")), NOW);
-    assert_eq!((status(&d), body(&d)), (401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"));
+    assert_eq!(
+        (status(&d), body(&d)),
+        (
+            401,
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
+        )
+    );
     let big = "a".repeat(17 * 1024);
     assert_eq!(status(&run.req(&get(Some(&big)), NOW)), 401);
     let t = key.sign(claims(ISS));
     let tampered = format!("{}x", &t[..t.len() - 1]);
     let d = run.req(&get(Some(&tampered)), NOW);
-    assert!(matches!(body(&d), "Jwt verification fails" | "Jwt signature is an invalid Base64url encoded"), "{}", body(&d));
-    let Decision::Respond(r) = run.req(&get(Some(&tampered)), NOW) else { panic!() };
-    assert!(r.headers.iter().any(|(n, v)| n == "www-authenticate" && v.ends_with("error=\"invalid_token\"")));
+    assert!(
+        matches!(
+            body(&d),
+            "Jwt verification fails" | "Jwt signature is an invalid Base64url encoded"
+        ),
+        "{}",
+        body(&d)
+    );
+    let Decision::Respond(r) = run.req(&get(Some(&tampered)), NOW) else {
+        panic!()
+    };
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, v)| n == "www-authenticate" && v.ends_with("error=\"invalid_token\"")));
     assert!(run.m.get("meshgate.denied.expired") >= 1);
 }
 
@@ -170,14 +253,24 @@ fn missing_token_optional_passes_required_is_401() {
     let mut rule = remote_rule();
     rule["presence"] = json!("REQUIRED");
     let mut run = Run::new(json!({"jwtRules": [rule]}));
-    let Decision::Respond(r) = run.req(&get(None), NOW) else { panic!() };
+    let Decision::Respond(r) = run.req(&get(None), NOW) else {
+        panic!()
+    };
     assert_eq!((r.status, r.body.as_str()), (401, "Jwt is missing"));
-    assert!(r.headers.iter().any(|(n, v)| n == "www-authenticate" && v == "Bearer realm=\"http://backend/data\""));
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, v)| n == "www-authenticate" && v == "Bearer realm=\"http://backend/data\""));
     let mut pre = get(None);
     pre.method = "OPTIONS".into();
     pre.headers.push(("origin".into(), "https://app".into()));
-    pre.headers.push(("access-control-request-method".into(), "GET".into()));
-    assert_eq!(status(&run.req(&pre, NOW)), 200, "CORS preflight bypasses token checks");
+    pre.headers
+        .push(("access-control-request-method".into(), "GET".into()));
+    assert_eq!(
+        status(&run.req(&pre, NOW)),
+        200,
+        "CORS preflight bypasses token checks"
+    );
 }
 
 #[test]
@@ -185,12 +278,19 @@ fn concurrent_first_requests_share_one_fetch() {
     let key = Key::new("k1", 7);
     let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
     let t = key.sign(claims(ISS));
-    let Decision::Wait(first) = run.req(&get(Some(&t)), NOW) else { panic!() };
+    let Decision::Wait(first) = run.req(&get(Some(&t)), NOW) else {
+        panic!()
+    };
     for _ in 0..10 {
-        let Decision::Wait(more) = run.req(&get(Some(&t)), NOW) else { panic!() };
+        let Decision::Wait(more) = run.req(&get(Some(&t)), NOW) else {
+            panic!()
+        };
         assert!(more.is_empty(), "no second fetch while one is in flight");
     }
-    assert_eq!(first[0].cluster, "outbound|80||keycloak.keycloak.svc.cluster.local");
+    assert_eq!(
+        first[0].cluster,
+        "outbound|80||keycloak.keycloak.svc.cluster.local"
+    );
     run.respond(&first[0], Some(200), &jwks(&[&key]), NOW);
     assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
     assert_eq!(run.m.get("meshgate.jwks_fetch.ok"), 1);
@@ -201,7 +301,9 @@ fn idp_down_fails_closed_then_recovers_without_restart() {
     let key = Key::new("k1", 7);
     let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
     let t = key.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else { panic!() };
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+        panic!()
+    };
     run.respond(&f[0], None, b"", NOW);
     let d = run.req(&get(Some(&t)), NOW);
     assert_eq!((status(&d), body(&d)), (401, "Jwks remote fetch is failed"));
@@ -219,7 +321,9 @@ fn rotated_key_is_fetched_once_and_random_kids_do_not_amplify() {
     let new = Key::new("new", 9);
     let mut run = ready(&old);
     let t = new.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW + 1) else { panic!("unknown kid triggers a refetch") };
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW + 1) else {
+        panic!("unknown kid triggers a refetch")
+    };
     assert_eq!(f.len(), 1);
     run.respond(&f[0], Some(200), &jwks(&[&old, &new]), NOW + 1);
     assert_eq!(status(&run.req(&get(Some(&t)), NOW + 1)), 200);
@@ -229,7 +333,9 @@ fn rotated_key_is_fetched_once_and_random_kids_do_not_amplify() {
         let fake = Key::new(&format!("rand-{i}"), 11);
         match run.req(&get(Some(&fake.sign(claims(ISS)))), NOW + 2) {
             Decision::Wait(f) => fetches += f.len(),
-            Decision::Respond(r) => assert_eq!(r.body, "Jwks doesn't have key to match kid or alg from Jwt"),
+            Decision::Respond(r) => {
+                assert_eq!(r.body, "Jwks doesn't have key to match kid or alg from Jwt")
+            }
             Decision::Forward(_) => panic!("forged token accepted"),
         }
     }
@@ -246,7 +352,11 @@ fn token_cache_hits_reapply_time_and_die_with_the_key() {
     for _ in 0..5 {
         assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
     }
-    assert_eq!(run.m.get("meshgate.token_cache.miss"), 2, "the warm-up token and this one");
+    assert_eq!(
+        run.m.get("meshgate.token_cache.miss"),
+        2,
+        "the warm-up token and this one"
+    );
     assert_eq!(run.m.get("meshgate.token_cache.hit"), 4);
     // Past exp (and past the skew) the entry is gone and full verification rejects it.
     assert_eq!(body(&run.req(&get(Some(&t)), NOW + 71)), "Jwt is expired");
@@ -258,7 +368,10 @@ fn token_cache_hits_reapply_time_and_die_with_the_key() {
     run.respond(&due[0], Some(200), &jwks(&[&other]), NOW + 400);
     assert_eq!(run.e.cache.len(), 0);
     let d = run.req(&get(Some(&t2)), NOW + 100);
-    assert!(matches!(d, Decision::Wait(_) | Decision::Respond(_)), "not served from the cache");
+    assert!(
+        matches!(d, Decision::Wait(_) | Decision::Respond(_)),
+        "not served from the cache"
+    );
 }
 
 #[test]
@@ -271,16 +384,27 @@ fn two_issuers_query_param_and_all_tokens_must_verify() {
     let mut run = Run::new(json!({"jwtRules": [remote_rule(), rule2]}));
     let t1 = k1.sign(claims(ISS));
     let t2 = k2.sign(claims(ISS2));
-    let Decision::Wait(f) = run.req(&get(Some(&t1)), NOW) else { panic!() };
+    let Decision::Wait(f) = run.req(&get(Some(&t1)), NOW) else {
+        panic!()
+    };
     run.respond(&f[0], Some(200), &jwks(&[&k1]), NOW);
-    let Decision::Wait(f) = run.req(&get(Some(&t2)), NOW) else { panic!() };
-    assert!(f[0].headers.contains(&(":path".into(), "/realms/other/protocol/openid-connect/certs".into())));
+    let Decision::Wait(f) = run.req(&get(Some(&t2)), NOW) else {
+        panic!()
+    };
+    assert!(f[0].headers.contains(&(
+        ":path".into(),
+        "/realms/other/protocol/openid-connect/certs".into()
+    )));
     run.respond(&f[0], Some(200), &jwks(&[&k2]), NOW);
     assert_eq!(status(&run.req(&get(Some(&t1)), NOW)), 200);
     assert_eq!(status(&run.req(&get(Some(&t2)), NOW)), 200);
     let mut q = get(None);
     q.path = format!("/data?access_token={t2}");
-    assert_eq!(status(&run.req(&q, NOW)), 200, "token in the access_token query parameter");
+    assert_eq!(
+        status(&run.req(&q, NOW)),
+        200,
+        "token in the access_token query parameter"
+    );
     // A good header token cannot carry a bad query token past the filter.
     let mut both = get(Some(&t1));
     both.path = "/data?access_token=bad.token.here".into();
@@ -288,10 +412,15 @@ fn two_issuers_query_param_and_all_tokens_must_verify() {
     // A token of issuer 1 signed by issuer 2's key fails.
     // (its kid is unknown to issuer 1: one refetch, then a definite 401).
     let forged = k2.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&forged)), NOW + 100) else { panic!() };
+    let Decision::Wait(f) = run.req(&get(Some(&forged)), NOW + 100) else {
+        panic!()
+    };
     run.respond(&f[0], Some(200), &jwks(&[&k1]), NOW + 100);
     let d = run.req(&get(Some(&forged)), NOW + 100);
-    assert_eq!((status(&d), body(&d)), (401, "Jwks doesn't have key to match kid or alg from Jwt"));
+    assert_eq!(
+        (status(&d), body(&d)),
+        (401, "Jwks doesn't have key to match kid or alg from Jwt")
+    );
 }
 
 #[test]
@@ -303,19 +432,37 @@ fn reference_policy_end_to_end() {
             {"key": "request.auth.claims[iss]", "values": [ISS]},
             {"key": "request.auth.claims[aud]", "values": ["my-backend-client"]},
             {"key": "request.auth.claims[email]", "values": ["user@example.com"]}]}]});
-    let mut run = Run::new(json!({"jwtRules": [remote_rule()], "policies": [policy], "insufficientScopeChallenge": true}));
+    let mut run = Run::new(
+        json!({"jwtRules": [remote_rule()], "policies": [policy], "insufficientScopeChallenge": true}),
+    );
     let t = key.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else { panic!() };
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+        panic!()
+    };
     run.respond(&f[0], Some(200), &jwks(&[&key]), NOW);
     assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
     let mut post = get(Some(&t));
     post.method = "POST".into();
-    let Decision::Respond(r) = run.req(&post, NOW) else { panic!() };
+    let Decision::Respond(r) = run.req(&post, NOW) else {
+        panic!()
+    };
     assert_eq!((r.status, r.body.as_str()), (403, "RBAC: access denied"));
-    assert!(r.headers.iter().any(|(n, v)| n == "www-authenticate" && v.contains("insufficient_scope")));
-    let Decision::Respond(r) = run.req(&get(None), NOW) else { panic!() };
-    assert_eq!((r.status, r.body.as_str()), (403, "RBAC: access denied"), "no token: Istio's 403, not 401");
-    assert!(r.headers.iter().all(|(n, _)| n != "www-authenticate"), "no challenge without a valid token");
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, v)| n == "www-authenticate" && v.contains("insufficient_scope")));
+    let Decision::Respond(r) = run.req(&get(None), NOW) else {
+        panic!()
+    };
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, "RBAC: access denied"),
+        "no token: Istio's 403, not 401"
+    );
+    assert!(
+        r.headers.iter().all(|(n, _)| n != "www-authenticate"),
+        "no challenge without a valid token"
+    );
     let mut c = claims(ISS);
     c["email"] = json!("mallory@example.com");
     assert_eq!(status(&run.req(&get(Some(&key.sign(c))), NOW)), 403);
@@ -327,13 +474,27 @@ fn inline_jwks_and_discovery() {
     let key = Key::new("k1", 7);
     let inline = String::from_utf8(jwks(&[&key])).unwrap();
     let mut run = Run::new(json!({"jwtRules": [{"issuer": ISS, "jwks": inline}]}));
-    assert_eq!(status(&run.req(&get(Some(&key.sign(claims(ISS)))), NOW)), 200, "no fetch needed");
+    assert_eq!(
+        status(&run.req(&get(Some(&key.sign(claims(ISS)))), NOW)),
+        200,
+        "no fetch needed"
+    );
     let mut run = Run::new(json!({"jwtRules": [{"issuer": ISS}]}));
     let due = run.e.on_tick(NOW * 1000);
-    assert!(due[0].headers.contains(&(":path".into(), "/realms/myrealm/.well-known/openid-configuration".into())));
-    let doc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs")}).to_string();
+    assert!(due[0].headers.contains(&(
+        ":path".into(),
+        "/realms/myrealm/.well-known/openid-configuration".into()
+    )));
+    let doc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs")})
+        .to_string();
     let next = run.respond(&due[0], Some(200), doc.as_bytes(), NOW);
-    assert!(next[0].headers.contains(&(":path".into(), "/realms/myrealm/protocol/openid-connect/certs".into())));
+    assert!(next[0].headers.contains(&(
+        ":path".into(),
+        "/realms/myrealm/protocol/openid-connect/certs".into()
+    )));
     run.respond(&next[0], Some(200), &jwks(&[&key]), NOW);
-    assert_eq!(status(&run.req(&get(Some(&key.sign(claims(ISS)))), NOW)), 200);
+    assert_eq!(
+        status(&run.req(&get(Some(&key.sign(claims(ISS)))), NOW)),
+        200
+    );
 }

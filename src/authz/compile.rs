@@ -160,7 +160,10 @@ impl Compiler {
     }
 
     fn source(&mut self, s: &SourceConfig, path: &str) -> Vec<Cond> {
-        for (values, name) in [(&s.ip_blocks, "ipBlocks"), (&s.not_ip_blocks, "notIpBlocks")] {
+        for (values, name) in [
+            (&s.ip_blocks, "ipBlocks"),
+            (&s.not_ip_blocks, "notIpBlocks"),
+        ] {
             if !values.is_empty() {
                 self.err(format!("{path}.{name}"), DIRECT_PEER_UNAVAILABLE);
             }

@@ -24,7 +24,9 @@ fn property_string(path: &[&str]) -> Option<String> {
 
 fn property_addr(path: &[&str]) -> Option<SocketAddr> {
     let s = property_string(path)?;
-    s.parse::<SocketAddr>().ok().or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0)))
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0)))
 }
 
 /// Reads the request attributes the engine needs.
@@ -71,15 +73,30 @@ pub fn resume() {
 }
 
 pub fn send_reply(reply: &Reply) {
-    let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Err(e) =
+        hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
+    {
         log::warn!("cannot send local reply: {e:?}");
     }
 }
 
 /// A 401/403 for a token failure decided outside the engine (waits that ran out).
 pub fn reply_authn(req: &RequestAttrs, err: AuthnError, opts: &ReplyOptions) {
-    let realm = format!("{}://{}{}", if req.scheme.is_empty() { "http" } else { &req.scheme }, req.host, req.path_only());
+    let realm = format!(
+        "{}://{}{}",
+        if req.scheme.is_empty() {
+            "http"
+        } else {
+            &req.scheme
+        },
+        req.host,
+        req.path_only()
+    );
     send_reply(&Denial::Authn(err).to_reply(&realm, opts));
 }
 
@@ -108,8 +125,17 @@ impl HostMetrics {
 
     /// Defines the fixed counters up front so they show up as 0 before the first event.
     pub fn register_static(&mut self) {
-        let fixed = [Metric::Allowed, Metric::JwksFetchOk, Metric::JwksFetchFailed, Metric::TokenCacheHit, Metric::TokenCacheMiss];
-        for m in fixed.into_iter().chain(AuthnError::ALL.into_iter().map(Metric::Denied)) {
+        let fixed = [
+            Metric::Allowed,
+            Metric::JwksFetchOk,
+            Metric::JwksFetchFailed,
+            Metric::TokenCacheHit,
+            Metric::TokenCacheMiss,
+        ];
+        for m in fixed
+            .into_iter()
+            .chain(AuthnError::ALL.into_iter().map(Metric::Denied))
+        {
             self.id(&m.name());
         }
     }

@@ -52,7 +52,9 @@ struct Shared {
 }
 
 fn host_call(args: &[u8]) -> Option<Vec<u8>> {
-    hostcalls::call_foreign_function(host_sig::FOREIGN_FUNCTION, Some(args)).ok().flatten()
+    hostcalls::call_foreign_function(host_sig::FOREIGN_FUNCTION, Some(args))
+        .ok()
+        .flatten()
 }
 
 impl Shared {
@@ -70,7 +72,11 @@ impl Shared {
         let now = now_ms();
         let mut failed = 0;
         for f in fetches {
-            let headers: Vec<(&str, &str)> = f.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let headers: Vec<(&str, &str)> = f
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             match ctx.dispatch_http_call(&f.cluster, headers, None, vec![], f.timeout) {
                 Ok(token) => {
                     self.fetches.insert(token, f.id);
@@ -117,7 +123,9 @@ impl Shared {
                 }
                 Decision::Wait(fetches) => {
                     if self.waiting.len() >= MAX_WAITING && !self.waiting.contains_key(&id) {
-                        log::warn!("{MAX_WAITING} requests already wait for keys; failing this one");
+                        log::warn!(
+                            "{MAX_WAITING} requests already wait for keys; failing this one"
+                        );
                         self.metrics.count_denied(AuthnError::JwksFetchFailed);
                         self.dispatch(ctx, fetches);
                         break;
@@ -144,16 +152,22 @@ impl Shared {
 
     /// A fetch response arrived (through whichever context dispatched it).
     fn on_fetch_response(&mut self, ctx: &dyn Context, token: u32, body_size: usize) {
-        let Some(id) = self.fetches.remove(&token) else { return };
+        let Some(id) = self.fetches.remove(&token) else {
+            return;
+        };
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten()
             .and_then(|s| s.parse::<u32>().ok());
         let body = if body_size > 0 && body_size <= crate::jwt::jwk::MAX_JWKS_BYTES {
-            hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
+            hostcalls::get_buffer(
+                proxy_wasm::types::BufferType::HttpCallResponseBody,
+                0,
+                body_size,
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -170,7 +184,9 @@ impl Shared {
     fn wake_waiting(&mut self, ctx: &dyn Context) {
         let ids: Vec<u32> = self.waiting.keys().copied().collect();
         for id in ids {
-            let Some(w) = self.waiting.get_mut(&id) else { continue };
+            let Some(w) = self.waiting.get_mut(&id) else {
+                continue;
+            };
             w.wakeups += 1;
             let (req, exhausted) = (w.req.clone(), w.wakeups > MAX_WAKEUPS);
             if hostcalls::set_effective_context(id).is_err() {
@@ -188,7 +204,12 @@ impl Shared {
 
     /// Answers requests that waited too long: 401 `Jwks remote fetch is failed`.
     fn expire_waiting(&mut self, now: u64) {
-        let expired: Vec<u32> = self.waiting.iter().filter(|(_, w)| now >= w.deadline_ms).map(|(id, _)| *id).collect();
+        let expired: Vec<u32> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| now >= w.deadline_ms)
+            .map(|(id, _)| *id)
+            .collect();
         for id in expired {
             if let Some(w) = self.waiting.remove(&id) {
                 if hostcalls::set_effective_context(id).is_ok() {
@@ -201,8 +222,10 @@ impl Shared {
 }
 
 fn engine_reply_opts() -> &'static crate::error::ReplyOptions {
-    static DEFAULT: crate::error::ReplyOptions =
-        crate::error::ReplyOptions { insufficient_scope_challenge: false, debug_headers: false };
+    static DEFAULT: crate::error::ReplyOptions = crate::error::ReplyOptions {
+        insufficient_scope_challenge: false,
+        debug_headers: false,
+    };
     &DEFAULT
 }
 
@@ -211,7 +234,13 @@ struct Root {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let shared = self.shared.clone();
         let mut s = shared.borrow_mut();
         s.on_fetch_response(self, token_id, body_size);
@@ -225,10 +254,14 @@ impl RootContext for Root {
         if let Ok(level) = hostcalls::get_log_level() {
             proxy_wasm::set_log_level(level);
         }
-        let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         let settings = match Settings::from_json(&bytes) {
             Ok(s) => s,
             Err(errors) => {
@@ -254,9 +287,19 @@ impl RootContext for Root {
             "configured {} jwtRules, {} policies; signature verification: {}",
             settings.rules.len(),
             settings.policies.names().count(),
-            if host_crypto { "host (BoringSSL)" } else { "in-wasm" }
+            if host_crypto {
+                "host (BoringSSL)"
+            } else {
+                "in-wasm"
+            }
         );
-        let max_wait_ms = settings.rules.iter().map(|r| r.timeout.as_millis() as u64).max().unwrap_or(0) + 2_000;
+        let max_wait_ms = settings
+            .rules
+            .iter()
+            .map(|r| r.timeout.as_millis() as u64)
+            .max()
+            .unwrap_or(0)
+            + 2_000;
         let mut engine = Engine::new(Rc::new(settings));
         let initial = engine.on_tick(now_ms());
         let shared = self.shared.clone();
@@ -287,7 +330,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request { id: context_id, shared: self.shared.clone() }))
+        Some(Box::new(Request {
+            id: context_id,
+            shared: self.shared.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -301,7 +347,13 @@ struct Request {
 }
 
 impl Context for Request {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let shared = self.shared.clone();
         let mut s = shared.borrow_mut();
         s.on_fetch_response(self, token_id, body_size);

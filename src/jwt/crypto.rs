@@ -20,9 +20,15 @@ impl SignatureBackend for WasmCrypto {
     fn verify(&self, alg: Alg, key: &PublicKey, msg: &[u8], sig: &[u8]) -> bool {
         use rsa::Pkcs1v15Sign;
         match (&key.material, alg) {
-            (KeyMaterial::Rsa(k), Alg::RS256) => k.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), sig).is_ok(),
-            (KeyMaterial::Rsa(k), Alg::RS384) => k.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(msg), sig).is_ok(),
-            (KeyMaterial::Rsa(k), Alg::RS512) => k.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(msg), sig).is_ok(),
+            (KeyMaterial::Rsa(k), Alg::RS256) => k
+                .verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), sig)
+                .is_ok(),
+            (KeyMaterial::Rsa(k), Alg::RS384) => k
+                .verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(msg), sig)
+                .is_ok(),
+            (KeyMaterial::Rsa(k), Alg::RS512) => k
+                .verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(msg), sig)
+                .is_ok(),
             (KeyMaterial::Rsa(k), Alg::PS256) => pss_verify_any_salt::<Sha256>(k, msg, sig),
             (KeyMaterial::Rsa(k), Alg::PS384) => pss_verify_any_salt::<Sha384>(k, msg, sig),
             (KeyMaterial::Rsa(k), Alg::PS512) => pss_verify_any_salt::<Sha512>(k, msg, sig),
@@ -38,9 +44,8 @@ impl SignatureBackend for WasmCrypto {
                 use p521::ecdsa::signature::Verifier;
                 p521::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
             }
-            (KeyMaterial::Ed25519(k), Alg::EdDSA) => {
-                ed25519_dalek::Signature::from_slice(sig).is_ok_and(|s| k.verify_strict(msg, &s).is_ok())
-            }
+            (KeyMaterial::Ed25519(k), Alg::EdDSA) => ed25519_dalek::Signature::from_slice(sig)
+                .is_ok_and(|s| k.verify_strict(msg, &s).is_ok()),
             _ => false,
         }
     }
@@ -84,7 +89,10 @@ fn pss_verify_any_salt<D: Digest>(key: &rsa::RsaPublicKey, msg: &[u8], sig: &[u8
     let mut counter = 0u32;
     let mut offset = 0;
     while offset < db.len() {
-        let block = D::new().chain_update(h).chain_update(counter.to_be_bytes()).finalize();
+        let block = D::new()
+            .chain_update(h)
+            .chain_update(counter.to_be_bytes())
+            .finalize();
         for (d, m) in db[offset..].iter_mut().zip(block.iter()) {
             *d ^= m;
         }
@@ -92,13 +100,19 @@ fn pss_verify_any_salt<D: Digest>(key: &rsa::RsaPublicKey, msg: &[u8], sig: &[u8
         counter += 1;
     }
     db[0] &= top_mask;
-    let Some(one) = db.iter().position(|&b| b != 0) else { return false };
+    let Some(one) = db.iter().position(|&b| b != 0) else {
+        return false;
+    };
     if db[one] != 0x01 {
         return false;
     }
     let salt = &db[one + 1..];
     let m_hash = D::digest(msg);
-    let h2 = D::new().chain_update([0u8; 8]).chain_update(&m_hash).chain_update(salt).finalize();
+    let h2 = D::new()
+        .chain_update([0u8; 8])
+        .chain_update(&m_hash)
+        .chain_update(salt)
+        .finalize();
     h2[..] == *h
 }
 
@@ -106,9 +120,21 @@ fn pss_verify_any_salt<D: Digest>(key: &rsa::RsaPublicKey, msg: &[u8], sig: &[u8
 /// Returns None when the input has the wrong size or r/s is zero.
 pub fn ecdsa_raw_to_der(alg: Alg, sig: &[u8]) -> Option<Vec<u8>> {
     Some(match alg {
-        Alg::ES256 => p256::ecdsa::Signature::from_slice(sig).ok()?.to_der().as_bytes().to_vec(),
-        Alg::ES384 => p384::ecdsa::Signature::from_slice(sig).ok()?.to_der().as_bytes().to_vec(),
-        Alg::ES512 => p521::ecdsa::Signature::from_slice(sig).ok()?.to_der().as_bytes().to_vec(),
+        Alg::ES256 => p256::ecdsa::Signature::from_slice(sig)
+            .ok()?
+            .to_der()
+            .as_bytes()
+            .to_vec(),
+        Alg::ES384 => p384::ecdsa::Signature::from_slice(sig)
+            .ok()?
+            .to_der()
+            .as_bytes()
+            .to_vec(),
+        Alg::ES512 => p521::ecdsa::Signature::from_slice(sig)
+            .ok()?
+            .to_der()
+            .as_bytes()
+            .to_vec(),
         _ => return None,
     })
 }

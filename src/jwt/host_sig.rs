@@ -123,7 +123,8 @@ impl<F: Fn(&[u8]) -> Option<Vec<u8>>> SignatureBackend for HostCrypto<F> {
     fn verify(&self, alg: Alg, key: &PublicKey, msg: &[u8], sig: &[u8]) -> bool {
         let host_sig = match (alg, &key.spki_der) {
             (Alg::RS256 | Alg::RS384 | Alg::RS512, Some(_)) if key.fits(alg) => Some(sig.to_vec()),
-            (Alg::ES256 | Alg::ES384, Some(_)) if key.fits(alg) => match ecdsa_raw_to_der(alg, sig) {
+            (Alg::ES256 | Alg::ES384, Some(_)) if key.fits(alg) => match ecdsa_raw_to_der(alg, sig)
+            {
                 Some(der) => Some(der),
                 // Wrong size or r/s = 0: invalid for any backend.
                 None => return false,
@@ -148,24 +149,30 @@ pub fn probe(call: impl Fn(&[u8]) -> Option<Vec<u8>>) -> bool {
     let mut bad_sig = PROBE_SIG.to_vec();
     bad_sig[10] ^= 1;
     let bad = encode_args("sha256", PROBE_SPKI, &bad_sig, PROBE_TEXT);
-    matches!(call(&good).as_deref().and_then(decode_result), Some((true, _)))
-        && matches!(call(&bad).as_deref().and_then(decode_result), Some((false, _)))
+    matches!(
+        call(&good).as_deref().and_then(decode_result),
+        Some((true, _))
+    ) && matches!(
+        call(&bad).as_deref().and_then(decode_result),
+        Some((false, _))
+    )
 }
 
 const PROBE_TEXT: &[u8] = b"meshgate host crypto probe";
 const PROBE_SPKI: &[u8] = &[
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-    0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04, 0xf9, 0xeb, 0xe4, 0x64, 0x14, 0x7c, 0xc1, 0x02, 0xd9,
-    0x23, 0x24, 0xd0, 0x99, 0xd9, 0x27, 0xc1, 0xa5, 0x0e, 0x42, 0xd5, 0x7a, 0x08, 0xa1, 0x16, 0xff, 0xec, 0x0a,
-    0x29, 0x81, 0x9d, 0x8c, 0x65, 0x70, 0xba, 0xf7, 0xd1, 0x28, 0x88, 0x90, 0x2a, 0x6a, 0x0c, 0x1d, 0x67, 0xad,
-    0xd1, 0x03, 0x12, 0x3c, 0x85, 0x9a, 0xb6, 0x9b, 0xf8, 0xe9, 0x43, 0x1c, 0x93, 0x84, 0x93, 0x0d, 0x4b, 0x7e,
-    0xee,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04, 0xf9, 0xeb, 0xe4, 0x64, 0x14,
+    0x7c, 0xc1, 0x02, 0xd9, 0x23, 0x24, 0xd0, 0x99, 0xd9, 0x27, 0xc1, 0xa5, 0x0e, 0x42, 0xd5, 0x7a,
+    0x08, 0xa1, 0x16, 0xff, 0xec, 0x0a, 0x29, 0x81, 0x9d, 0x8c, 0x65, 0x70, 0xba, 0xf7, 0xd1, 0x28,
+    0x88, 0x90, 0x2a, 0x6a, 0x0c, 0x1d, 0x67, 0xad, 0xd1, 0x03, 0x12, 0x3c, 0x85, 0x9a, 0xb6, 0x9b,
+    0xf8, 0xe9, 0x43, 0x1c, 0x93, 0x84, 0x93, 0x0d, 0x4b, 0x7e, 0xee,
 ];
 const PROBE_SIG: &[u8] = &[
-    0x30, 0x46, 0x02, 0x21, 0x00, 0xd1, 0xb0, 0xfc, 0x44, 0x29, 0xb7, 0xdf, 0x97, 0xb1, 0x95, 0x90, 0xe4, 0x60,
-    0x0b, 0x98, 0xec, 0xf6, 0xe6, 0x18, 0xe9, 0x51, 0x39, 0x69, 0x15, 0x24, 0x95, 0x28, 0x27, 0x8f, 0x48, 0x4b,
-    0xb3, 0x02, 0x21, 0x00, 0x81, 0x53, 0x48, 0xa2, 0x8e, 0xcc, 0xd0, 0xaf, 0xc4, 0x64, 0x40, 0x50, 0x14, 0x73,
-    0x8e, 0x80, 0x87, 0xe3, 0xca, 0x66, 0xa2, 0x09, 0x77, 0x00, 0x86, 0xde, 0xbd, 0x85, 0xc7, 0x63, 0x55, 0xa6,
+    0x30, 0x46, 0x02, 0x21, 0x00, 0xd1, 0xb0, 0xfc, 0x44, 0x29, 0xb7, 0xdf, 0x97, 0xb1, 0x95, 0x90,
+    0xe4, 0x60, 0x0b, 0x98, 0xec, 0xf6, 0xe6, 0x18, 0xe9, 0x51, 0x39, 0x69, 0x15, 0x24, 0x95, 0x28,
+    0x27, 0x8f, 0x48, 0x4b, 0xb3, 0x02, 0x21, 0x00, 0x81, 0x53, 0x48, 0xa2, 0x8e, 0xcc, 0xd0, 0xaf,
+    0xc4, 0x64, 0x40, 0x50, 0x14, 0x73, 0x8e, 0x80, 0x87, 0xe3, 0xca, 0x66, 0xa2, 0x09, 0x77, 0x00,
+    0x86, 0xde, 0xbd, 0x85, 0xc7, 0x63, 0x55, 0xa6,
 ];
 
 /// A software stand-in for Envoy's `verify_signature` (for native tests and the conformance
@@ -174,17 +181,34 @@ const PROBE_SIG: &[u8] = &[
 pub fn software_host(args: &[u8]) -> Option<Vec<u8>> {
     use p256::pkcs8::DecodePublicKey;
     use rsa::signature::Verifier;
-    let VerifyArgs { hash, public_key: key, signature: sig, text } = decode_args(args)?;
+    let VerifyArgs {
+        hash,
+        public_key: key,
+        signature: sig,
+        text,
+    } = decode_args(args)?;
     let ok = if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(&key) {
-        hash == "sha256" && p256::ecdsa::Signature::from_der(&sig).is_ok_and(|s| k.verify(&text, &s).is_ok())
+        hash == "sha256"
+            && p256::ecdsa::Signature::from_der(&sig).is_ok_and(|s| k.verify(&text, &s).is_ok())
     } else if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(&key) {
-        hash == "sha384" && p384::ecdsa::Signature::from_der(&sig).is_ok_and(|s| k.verify(&text, &s).is_ok())
-    } else if let Ok(k) = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&key) {
-        let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig.as_slice()) else { return None };
+        hash == "sha384"
+            && p384::ecdsa::Signature::from_der(&sig).is_ok_and(|s| k.verify(&text, &s).is_ok())
+    } else if let Ok(k) =
+        <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&key)
+    {
+        let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig.as_slice()) else {
+            return None;
+        };
         match hash.as_str() {
-            "sha256" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k).verify(&text, &sig).is_ok(),
-            "sha384" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(k).verify(&text, &sig).is_ok(),
-            "sha512" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(k).verify(&text, &sig).is_ok(),
+            "sha256" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k)
+                .verify(&text, &sig)
+                .is_ok(),
+            "sha384" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(k)
+                .verify(&text, &sig)
+                .is_ok(),
+            "sha512" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(k)
+                .verify(&text, &sig)
+                .is_ok(),
             _ => false,
         }
     } else {
@@ -207,7 +231,10 @@ mod tests {
     fn probe_accepts_a_working_host_and_rejects_a_broken_one() {
         assert!(probe(software_host));
         assert!(!probe(|_| None), "missing foreign function");
-        assert!(!probe(|_| Some(vec![0x08, 0x01])), "a host that says yes to everything");
+        assert!(
+            !probe(|_| Some(vec![0x08, 0x01])),
+            "a host that says yes to everything"
+        );
     }
 
     #[test]
@@ -215,9 +242,17 @@ mod tests {
         let a = encode_args("sha384", &[1; 300], &[2; 3], b"hello");
         assert_eq!(
             decode_args(&a),
-            Some(VerifyArgs { hash: "sha384".into(), public_key: vec![1; 300], signature: vec![2; 3], text: b"hello".to_vec() })
+            Some(VerifyArgs {
+                hash: "sha384".into(),
+                public_key: vec![1; 300],
+                signature: vec![2; 3],
+                text: b"hello".to_vec()
+            })
         );
-        assert_eq!(decode_result(&[0x08, 0x01, 0x12, 0x02, b'o', b'k']), Some((true, "ok".into())));
+        assert_eq!(
+            decode_result(&[0x08, 0x01, 0x12, 0x02, b'o', b'k']),
+            Some((true, "ok".into()))
+        );
         assert_eq!(decode_result(&[]), Some((false, String::new())));
         assert_eq!(decode_result(&[0x12, 0x05, b'x']), None, "truncated");
     }

@@ -46,8 +46,10 @@ impl PublicKey {
     pub fn fits(&self, alg: Alg) -> bool {
         matches!(
             (&self.material, alg),
-            (KeyMaterial::Rsa(_), Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512)
-                | (KeyMaterial::P256(_), Alg::ES256)
+            (
+                KeyMaterial::Rsa(_),
+                Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
+            ) | (KeyMaterial::P256(_), Alg::ES256)
                 | (KeyMaterial::P384(_), Alg::ES384)
                 | (KeyMaterial::P521(_), Alg::ES512)
                 | (KeyMaterial::Ed25519(_), Alg::EdDSA)
@@ -89,7 +91,8 @@ pub fn parse_jwks(body: &[u8]) -> Result<KeySet, String> {
     let mut set = KeySet::default();
     for (i, jwk) in keys.iter().enumerate() {
         if set.keys.len() >= MAX_KEYS {
-            set.skipped.push(format!("keys[{i}]: more than {MAX_KEYS} keys"));
+            set.skipped
+                .push(format!("keys[{i}]: more than {MAX_KEYS} keys"));
             continue;
         }
         match parse_jwk(jwk) {
@@ -125,14 +128,20 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
     let kid = str_field(jwk, "kid")?.map(str::to_owned);
     let alg = match str_field(jwk, "alg")? {
         None => None,
-        Some(name) => Some(Alg::from_name(name).ok_or_else(|| format!("alg {name:?} is not a supported JWS algorithm"))?),
+        Some(name) => Some(
+            Alg::from_name(name)
+                .ok_or_else(|| format!("alg {name:?} is not a supported JWS algorithm"))?,
+        ),
     };
     let kty = str_field(jwk, "kty")?.ok_or("[kty] is missing")?;
     let mut sec1_point: Option<Vec<u8>> = None;
     let (material, canonical): (KeyMaterial, Vec<u8>) = match kty {
         "RSA" => {
             if let Some(a) = alg {
-                if !matches!(a, Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512) {
+                if !matches!(
+                    a,
+                    Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
+                ) {
                     return Err(format!("alg {} does not fit an RSA key", a.name()));
                 }
             }
@@ -185,13 +194,16 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
             sec1.extend_from_slice(&y);
             let material = match expected_alg {
                 Alg::ES256 => KeyMaterial::P256(
-                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "EC point is not on P-256")?,
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                        .map_err(|_| "EC point is not on P-256")?,
                 ),
                 Alg::ES384 => KeyMaterial::P384(
-                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "EC point is not on P-384")?,
+                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                        .map_err(|_| "EC point is not on P-384")?,
                 ),
                 _ => KeyMaterial::P521(Box::new(
-                    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "EC point is not on P-521")?,
+                    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                        .map_err(|_| "EC point is not on P-521")?,
                 )),
             };
             let mut canonical = format!("EC{crv}").into_bytes();
@@ -210,8 +222,12 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
                 }
             }
             let x = b64_field(jwk, "x")?;
-            let bytes: [u8; 32] = x.as_slice().try_into().map_err(|_| "Ed25519 [x] is not 32 bytes")?;
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| "bad Ed25519 key")?;
+            let bytes: [u8; 32] = x
+                .as_slice()
+                .try_into()
+                .map_err(|_| "Ed25519 [x] is not 32 bytes")?;
+            let key =
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| "bad Ed25519 key")?;
             let mut canonical = b"OKPEd25519".to_vec();
             canonical.extend(bytes);
             (KeyMaterial::Ed25519(key), canonical)
@@ -221,7 +237,13 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
     };
     let spki_der = spki_der(&material, sec1_point.as_deref());
     let fingerprint: [u8; 32] = Sha256::digest(&canonical).into();
-    Ok(PublicKey { kid, alg, material, spki_der, fingerprint })
+    Ok(PublicKey {
+        kid,
+        alg,
+        material,
+        spki_der,
+        fingerprint,
+    })
 }
 
 fn strip_zeros(b: &[u8]) -> &[u8] {
@@ -253,7 +275,9 @@ const SPKI_P384_PREFIX: &[u8] = &[
 fn spki_der(material: &KeyMaterial, sec1: Option<&[u8]>) -> Option<Vec<u8>> {
     let prefix = match material {
         KeyMaterial::Rsa(k) => {
-            return rsa::pkcs8::EncodePublicKey::to_public_key_der(k).ok().map(|d| d.as_bytes().to_vec())
+            return rsa::pkcs8::EncodePublicKey::to_public_key_der(k)
+                .ok()
+                .map(|d| d.as_bytes().to_vec())
         }
         KeyMaterial::P256(_) => SPKI_P256_PREFIX,
         KeyMaterial::P384(_) => SPKI_P384_PREFIX,
@@ -290,7 +314,8 @@ mod tests {
 
     #[test]
     fn rsa_oaep_without_use_is_skipped_by_alg() {
-        let body = format!(r#"{{"keys":[{{"kty":"RSA","alg":"RSA-OAEP","n":"{RSA_N}","e":"AQAB"}}]}}"#);
+        let body =
+            format!(r#"{{"keys":[{{"kty":"RSA","alg":"RSA-OAEP","n":"{RSA_N}","e":"AQAB"}}]}}"#);
         assert!(parse_jwks(body.as_bytes()).unwrap().keys.is_empty());
     }
 

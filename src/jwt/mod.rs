@@ -130,7 +130,9 @@ pub fn parse(token: &str, max_len: usize) -> Result<UntrustedJwt<'_>, AuthnError
     let alg = match header.get("alg") {
         Some(Value::String(a)) => match Alg::from_name(a) {
             Some(alg) => alg,
-            None if matches!(a.as_str(), "HS256" | "HS384" | "HS512") => return Err(AuthnError::SymmetricAlg),
+            None if matches!(a.as_str(), "HS256" | "HS384" | "HS512") => {
+                return Err(AuthnError::SymmetricAlg)
+            }
             None => return Err(AuthnError::UnsupportedAlg),
         },
         _ => return Err(AuthnError::HeaderBadAlg),
@@ -145,7 +147,15 @@ pub fn parse(token: &str, max_len: usize) -> Result<UntrustedJwt<'_>, AuthnError
         serde_json::from_slice(&payload_bytes).map_err(|_| AuthnError::PayloadBadJson)?;
     let signature = b64url_decode(s).ok_or(AuthnError::SignatureBadBase64)?;
     let claims = std_claims(&payload)?;
-    Ok(UntrustedJwt { alg, kid, signing_input, signature, payload, payload_b64: p, claims })
+    Ok(UntrustedJwt {
+        alg,
+        kid,
+        signing_input,
+        signature,
+        payload,
+        payload_b64: p,
+        claims,
+    })
 }
 
 fn std_claims(payload: &Map<String, Value>) -> Result<StdClaims, AuthnError> {
@@ -161,22 +171,27 @@ fn std_claims(payload: &Map<String, Value>) -> Result<StdClaims, AuthnError> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(AuthnError::AudNotString))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(AuthnError::AudNotString)
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(AuthnError::AudNotString),
     };
     // NumericDate as jwt_verify_lib reads it: a JSON number, not negative, below 2^63.
-    let time = |name: &str, not_int: AuthnError, range: AuthnError| -> Result<Option<u64>, AuthnError> {
-        match payload.get(name) {
-            None => Ok(None),
-            Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-                (Some(u), _) if u <= i64::MAX as u64 => Ok(Some(u)),
-                (None, Some(f)) if (0.0..9.2e18).contains(&f) => Ok(Some(f as u64)),
-                _ => Err(range),
-            },
-            Some(_) => Err(not_int),
-        }
-    };
+    let time =
+        |name: &str, not_int: AuthnError, range: AuthnError| -> Result<Option<u64>, AuthnError> {
+            match payload.get(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+                    (Some(u), _) if u <= i64::MAX as u64 => Ok(Some(u)),
+                    (None, Some(f)) if (0.0..9.2e18).contains(&f) => Ok(Some(f as u64)),
+                    _ => Err(range),
+                },
+                Some(_) => Err(not_int),
+            }
+        };
     string("jti", AuthnError::JtiNotString)?;
     time("iat", AuthnError::IatNotInteger, AuthnError::IatOutOfRange)?;
     Ok(StdClaims {
@@ -185,7 +200,10 @@ fn std_claims(payload: &Map<String, Value>) -> Result<StdClaims, AuthnError> {
         aud,
         exp: time("exp", AuthnError::ExpNotInteger, AuthnError::ExpOutOfRange)?,
         nbf: time("nbf", AuthnError::NbfNotInteger, AuthnError::NbfOutOfRange)?,
-        azp: payload.get("azp").and_then(Value::as_str).map(str::to_owned),
+        azp: payload
+            .get("azp")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
@@ -199,12 +217,21 @@ mod tests {
     use super::*;
 
     fn tok(header: &str, payload: &str, sig: &str) -> String {
-        format!("{}.{}.{}", b64url_encode(header.as_bytes()), b64url_encode(payload.as_bytes()), sig)
+        format!(
+            "{}.{}.{}",
+            b64url_encode(header.as_bytes()),
+            b64url_encode(payload.as_bytes()),
+            sig
+        )
     }
 
     #[test]
     fn parses_a_well_formed_token() {
-        let t = tok(r#"{"alg":"RS256","kid":"k1"}"#, r#"{"iss":"i","aud":["a","b"],"exp":10}"#, "c2ln");
+        let t = tok(
+            r#"{"alg":"RS256","kid":"k1"}"#,
+            r#"{"iss":"i","aud":["a","b"],"exp":10}"#,
+            "c2ln",
+        );
         let jwt = parse(&t, 16384).unwrap();
         assert_eq!(jwt.alg, Alg::RS256);
         assert_eq!(jwt.kid.as_deref(), Some("k1"));
@@ -227,11 +254,19 @@ mod tests {
     fn rejects_none_and_hmac_algs() {
         for alg in ["none", "RS1", "ES256K"] {
             let t = tok(&format!(r#"{{"alg":"{alg}"}}"#), r#"{"iss":"i"}"#, "c2ln");
-            assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::UnsupportedAlg, "{alg}");
+            assert_eq!(
+                parse(&t, 16384).unwrap_err(),
+                AuthnError::UnsupportedAlg,
+                "{alg}"
+            );
         }
         for alg in ["HS256", "HS384", "HS512"] {
             let t = tok(&format!(r#"{{"alg":"{alg}"}}"#), r#"{"iss":"i"}"#, "c2ln");
-            assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::SymmetricAlg, "{alg}");
+            assert_eq!(
+                parse(&t, 16384).unwrap_err(),
+                AuthnError::SymmetricAlg,
+                "{alg}"
+            );
         }
         let t = tok(r#"{"alg":5}"#, r#"{}"#, "c2ln");
         assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::HeaderBadAlg);
@@ -267,9 +302,17 @@ mod tests {
         let t = tok(r#"{"alg":"RS256"}"#, r#"{"iss":"i"}"#, "c2ln");
         let want = parse(&t, 16384).unwrap().signing_input;
         for variant in [format!("{t}."), format!(".{t}"), t.replacen('.', "..", 1)] {
-            assert_eq!(parse(&variant, 16384).unwrap().signing_input, want, "{variant}");
+            assert_eq!(
+                parse(&variant, 16384).unwrap().signing_input,
+                want,
+                "{variant}"
+            );
         }
-        let padded = format!("{}.{}.c2lnbg==", b64url_encode(br#"{"alg":"RS256"}"#), b64url_encode(b"{}"));
+        let padded = format!(
+            "{}.{}.c2lnbg==",
+            b64url_encode(br#"{"alg":"RS256"}"#),
+            b64url_encode(b"{}")
+        );
         assert_eq!(parse(&padded, 16384).unwrap().signature, b"sign");
     }
 }

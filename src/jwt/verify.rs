@@ -8,7 +8,10 @@ use crate::error::AuthnError;
 /// Audience comparison as jwt_verify_lib does it: scheme and trailing slash are ignored,
 /// so `https://svc/` and `svc` are the same audience.
 pub fn normalize_audience(aud: &str) -> &str {
-    let a = aud.strip_prefix("http://").or_else(|| aud.strip_prefix("https://")).unwrap_or(aud);
+    let a = aud
+        .strip_prefix("http://")
+        .or_else(|| aud.strip_prefix("https://"))
+        .unwrap_or(aud);
     a.strip_suffix('/').unwrap_or(a)
 }
 
@@ -23,7 +26,12 @@ pub struct ClaimRules<'a> {
 }
 
 /// exp/nbf with skew (jwt_verify_lib `verifyTimeConstraint`).
-pub fn check_time(exp: Option<u64>, nbf: Option<u64>, now: u64, skew: u64) -> Result<(), AuthnError> {
+pub fn check_time(
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    now: u64,
+    skew: u64,
+) -> Result<(), AuthnError> {
     if let Some(nbf) = nbf {
         if nbf > now.saturating_add(skew) {
             return Err(AuthnError::NotYetValid);
@@ -38,7 +46,11 @@ pub fn check_time(exp: Option<u64>, nbf: Option<u64>, now: u64, skew: u64) -> Re
 }
 
 /// Issuer, time and audience checks (everything but the signature).
-pub fn check_claims(jwt: &UntrustedJwt<'_>, rules: &ClaimRules<'_>, now: u64) -> Result<(), AuthnError> {
+pub fn check_claims(
+    jwt: &UntrustedJwt<'_>,
+    rules: &ClaimRules<'_>,
+    now: u64,
+) -> Result<(), AuthnError> {
     if let Some(required) = rules.issuer {
         if jwt.claims.iss.as_deref() != Some(required) {
             return Err(AuthnError::UnknownIssuer);
@@ -46,7 +58,12 @@ pub fn check_claims(jwt: &UntrustedJwt<'_>, rules: &ClaimRules<'_>, now: u64) ->
     }
     check_time(jwt.claims.exp, jwt.claims.nbf, now, rules.clock_skew_secs)?;
     if !rules.audiences.is_empty()
-        && !jwt.claims.aud.iter().any(|a| rules.audiences.iter().any(|allowed| allowed == normalize_audience(a)))
+        && !jwt.claims.aud.iter().any(|a| {
+            rules
+                .audiences
+                .iter()
+                .any(|allowed| allowed == normalize_audience(a))
+        })
     {
         return Err(AuthnError::AudienceNotAllowed);
     }
@@ -80,7 +97,11 @@ pub fn verify_signature<'k>(
             return Ok(key);
         }
     }
-    Err(if candidate_seen { AuthnError::VerificationFails } else { AuthnError::KidAlgMismatch })
+    Err(if candidate_seen {
+        AuthnError::VerificationFails
+    } else {
+        AuthnError::KidAlgMismatch
+    })
 }
 
 #[cfg(test)]
@@ -98,9 +119,15 @@ mod tests {
     #[test]
     fn time_window_with_skew() {
         assert_eq!(check_time(Some(100), None, 160, 60), Ok(()));
-        assert_eq!(check_time(Some(100), None, 161, 60), Err(AuthnError::Expired));
+        assert_eq!(
+            check_time(Some(100), None, 161, 60),
+            Err(AuthnError::Expired)
+        );
         assert_eq!(check_time(None, Some(200), 140, 60), Ok(()));
-        assert_eq!(check_time(None, Some(200), 139, 60), Err(AuthnError::NotYetValid));
+        assert_eq!(
+            check_time(None, Some(200), 139, 60),
+            Err(AuthnError::NotYetValid)
+        );
         assert_eq!(check_time(Some(u64::MAX), Some(0), 5, u64::MAX), Ok(()));
     }
 }
