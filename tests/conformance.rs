@@ -8,11 +8,14 @@
 
 use meshgate::error::AuthnError;
 use meshgate::jwt::crypto::{SignatureBackend, WasmCrypto};
-use meshgate::jwt::host_sig::{software_host, HostCrypto};
+use meshgate::jwt::host_sig::HostCrypto;
 use meshgate::jwt::jwk::parse_jwks;
 use meshgate::jwt::verify::{check_claims, normalize_audience, verify_signature, ClaimRules};
 use meshgate::jwt::{self, Alg};
 use serde_json::Value;
+
+mod common;
+use common::software_host;
 use std::path::PathBuf;
 
 fn vectors_dir() -> PathBuf {

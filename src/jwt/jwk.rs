@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 /// Parsed, ready-to-use public key material.
 #[derive(Clone)]
 pub enum KeyMaterial {
-    Rsa(rsa::RsaPublicKey),
+    Rsa(super::rsa::RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     P521(Box<p521::ecdsa::VerifyingKey>),
@@ -74,8 +74,6 @@ impl KeySet {
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Maximum number of keys kept from one JWKS.
 pub const MAX_KEYS: usize = 64;
-/// Largest RSA modulus accepted (bits).
-const MAX_RSA_BITS: usize = 8192;
 
 /// Parses a JWKS document. Errors only when the document itself is not a JWKS
 /// (not JSON, no `keys` array); individual bad keys are skipped.
@@ -147,12 +145,7 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
             }
             let n = b64_field(jwk, "n")?;
             let e = b64_field(jwk, "e")?;
-            let key = rsa::RsaPublicKey::new_with_max_size(
-                rsa::BigUint::from_bytes_be(&n),
-                rsa::BigUint::from_bytes_be(&e),
-                MAX_RSA_BITS,
-            )
-            .map_err(|err| format!("bad RSA key: {err}"))?;
+            let key = super::rsa::RsaPublicKey::new(&n, &e)?;
             let mut canonical = b"RSA".to_vec();
             canonical.extend(strip_zeros(&n));
             canonical.push(b'.');
@@ -274,11 +267,7 @@ const SPKI_P384_PREFIX: &[u8] = &[
 
 fn spki_der(material: &KeyMaterial, sec1: Option<&[u8]>) -> Option<Vec<u8>> {
     let prefix = match material {
-        KeyMaterial::Rsa(k) => {
-            return rsa::pkcs8::EncodePublicKey::to_public_key_der(k)
-                .ok()
-                .map(|d| d.as_bytes().to_vec())
-        }
+        KeyMaterial::Rsa(k) => return Some(k.spki_der()),
         KeyMaterial::P256(_) => SPKI_P256_PREFIX,
         KeyMaterial::P384(_) => SPKI_P384_PREFIX,
         KeyMaterial::P521(_) | KeyMaterial::Ed25519(_) => return None,

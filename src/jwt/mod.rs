@@ -3,6 +3,7 @@
 pub mod crypto;
 pub mod host_sig;
 pub mod jwk;
+pub mod rsa;
 pub mod verify;
 
 use crate::error::AuthnError;
