@@ -80,7 +80,7 @@ run: build $(VENV)/.setup-done
 bench: build $(VENV)/.setup-done
 	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (Debian package)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
-	$(PYTHON) tests/bench/bench.py --wasm $(WASM) --out dist/bench.json $(BENCH_ARGS)
+	$(PYTHON) tests/bench/bench.py --wasm $(CURDIR)/$(WASM) --out dist/bench.json $(BENCH_ARGS)
 
 ## oci: dist/meshgate.wasm as the two OCI image layouts Istio's WasmPlugin accepts, no daemon needed:
 ##   dist/oci/compat (one tar+gzip layer with plugin.wasm) and dist/oci/artifact (raw .wasm layer); prints the

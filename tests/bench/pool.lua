@@ -1,0 +1,41 @@
+-- wrk script for tests/bench/bench.py: GET <path> with "Authorization: Bearer <token>", cycling
+-- through a pool of tokens (one per line). Every configuration runs this same script; a
+-- same-token run simply gets a pool of one.
+--
+--   wrk -t1 -c32 -d10s -s pool.lua http://127.0.0.1:PORT/data -- TOKEN_FILE [START_OFFSET]
+--
+-- At the end one machine-readable line is printed: "WRKJSON {...}" (latencies in microseconds;
+-- err_status counts responses that were not 2xx/3xx).
+
+local tokens = {}
+local n = 0
+local i = 0
+
+function init(args)
+   local f = assert(io.open(args[1], "r"))
+   for line in f:lines() do
+      if #line > 0 then
+         n = n + 1
+         tokens[n] = "Bearer " .. line
+      end
+   end
+   f:close()
+   assert(n > 0, "empty token file")
+   i = (tonumber(args[2] or "0") or 0) % n
+end
+
+function request()
+   i = i % n + 1
+   return wrk.format(nil, nil, { ["Authorization"] = tokens[i] })
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"err_connect":%d,"err_read":%d,' ..
+      '"err_write":%d,"err_status":%d,"err_timeout":%d,"lat_mean_us":%.1f,"lat_p50_us":%d,' ..
+      '"lat_p90_us":%d,"lat_p99_us":%d,"lat_max_us":%d}\n',
+      summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+      e.timeout, latency.mean, latency:percentile(50), latency:percentile(90),
+      latency:percentile(99), latency.max))
+end
