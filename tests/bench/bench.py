@@ -414,8 +414,14 @@ def main() -> int:
         with cf.ThreadPoolExecutor(len(names)) as ex:
             futs = {n: ex.submit(harness.start_envoy, bootstrap(n, mat["jwks"], str(wasm_of[n]), probe), log_level="info",
                                  component_log_level=None, workdir=work, timeout=180) for n in names}
+            failed = None
             for n, f in futs.items():
-                envs[n] = f.result()
+                try:
+                    envs[n] = f.result()  # every Envoy that came up lands in envs and is stopped below
+                except Exception as e:  # noqa: BLE001 - re-raised after the others are collected
+                    failed = failed or e
+            if failed:
+                raise failed
         log(f"  up in {time.monotonic() - t0:.1f} s")
         for n in names:
             if envoy_cpu is not None:
