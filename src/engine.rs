@@ -100,16 +100,18 @@ impl Engine {
                     verified.push(v);
                 }
                 TokenResult::Invalid(err) => {
-                    if let Ok(jwt) = jwt::parse(&t.token, crate::config::MAX_TOKEN_BYTES) {
-                        log::debug!(
-                            "token rejected: {} (iss={:?}, kid={:?}, alg={})",
-                            err.message(),
-                            jwt.claims.iss,
-                            jwt.kid,
-                            jwt.alg.name()
-                        );
-                    } else {
-                        log::debug!("token rejected: {}", err.message());
+                    // Re-parsing for the log line only pays off when someone reads it.
+                    if log::log_enabled!(log::Level::Debug) {
+                        match jwt::parse(&t.token, crate::config::MAX_TOKEN_BYTES) {
+                            Ok(jwt) => log::debug!(
+                                "token rejected: {} (iss={:?}, kid={:?}, alg={})",
+                                err.message(),
+                                jwt.claims.iss,
+                                jwt.kid,
+                                jwt.alg.name()
+                            ),
+                            Err(_) => log::debug!("token rejected: {}", err.message()),
+                        }
                     }
                     return self.deny_authn(req, err, metrics);
                 }
@@ -315,7 +317,7 @@ fn is_cors_preflight(req: &RequestAttrs) -> bool {
 
 /// The Bearer realm: the request URI without the query (which may hold a token), as
 /// `scheme://host/path` with the path capped at 256 characters like Envoy.
-fn realm(req: &RequestAttrs) -> String {
+pub fn realm(req: &RequestAttrs) -> String {
     let path = req.path_only();
     let path = match path.char_indices().nth(256) {
         Some((i, _)) => &path[..i],

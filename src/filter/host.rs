@@ -87,17 +87,7 @@ pub fn send_reply(reply: &Reply) {
 
 /// A 401/403 for a token failure decided outside the engine (waits that ran out).
 pub fn reply_authn(req: &RequestAttrs, err: AuthnError, opts: &ReplyOptions) {
-    let realm = format!(
-        "{}://{}{}",
-        if req.scheme.is_empty() {
-            "http"
-        } else {
-            &req.scheme
-        },
-        req.host,
-        req.path_only()
-    );
-    send_reply(&Denial::Authn(err).to_reply(&realm, opts));
+    send_reply(&Denial::Authn(err).to_reply(&crate::engine::realm(req), opts));
 }
 
 /// proxy-wasm counters, defined on first use and cached by name.
