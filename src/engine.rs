@@ -12,7 +12,7 @@ use crate::jwt::verify::{check_claims, check_time, verify_signature, ClaimRules}
 use crate::jwt::{self, UntrustedJwt};
 use crate::metrics::{Metric, MetricSink};
 use crate::request::RequestAttrs;
-use crate::token_cache::{token_key, TokenCache, VerifiedToken};
+use crate::token_cache::{TokenCache, VerifiedToken};
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -30,6 +30,7 @@ pub enum Decision {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Forward {
+    /// Present request headers to remove (client copies of headers we set, a consumed token).
     pub remove_headers: Vec<String>,
     pub set_headers: Vec<(String, String)>,
     /// The identity policies saw (first valid token), for logs.
@@ -69,8 +70,14 @@ impl Engine {
         metrics: &mut dyn MetricSink,
     ) -> Decision {
         let settings = self.settings.clone();
+        // Client-supplied copies of headers we set are stripped; only present ones cost a host call.
         let mut forward = Forward {
-            remove_headers: settings.sanitize_headers.clone(),
+            remove_headers: settings
+                .sanitize_headers
+                .iter()
+                .filter(|h| req.header(h).is_some())
+                .cloned()
+                .collect(),
             ..Forward::default()
         };
         let mut verified: Vec<Rc<VerifiedToken>> = Vec::new();
@@ -196,8 +203,7 @@ impl Engine {
             return TokenResult::Invalid(AuthnError::TooLarge);
         }
         let allowed_rules = &settings.locations[location].rules;
-        let key = token_key(token);
-        if let Some(hit) = self.cache.get(&key, now) {
+        if let Some(hit) = self.cache.get(token, now) {
             if !allowed_rules.contains(&hit.rule) {
                 return TokenResult::Invalid(AuthnError::UnknownIssuer);
             }
@@ -241,7 +247,7 @@ impl Engine {
         match verify_signature(&jwt, &keys, crypto) {
             Ok(k) => {
                 let entry = Rc::new(verified_token(rule_idx, rule, &jwt, k.fingerprint));
-                self.cache.insert(key, entry.clone());
+                self.cache.insert(token, entry.clone());
                 TokenResult::Valid(entry)
             }
             Err(AuthnError::KidAlgMismatch) => match self.keys.kid_miss(rule_idx, now_ms) {

@@ -66,6 +66,41 @@ impl Metric<'_> {
     }
 }
 
+/// Counters that exist once per VM: `Allowed`, the fetch and cache counters, and one per
+/// [`AuthnError`]. Hosts index them by [`Metric::slot`] instead of hashing names per request.
+pub const FIXED_SLOTS: usize = 5 + AuthnError::ALL.len();
+/// Per-policy counter kinds.
+pub const POLICY_KINDS: usize = 5;
+
+/// Where a host keeps a metric's id: a fixed slot, or (policy name, kind) for per-policy counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot<'a> {
+    Fixed(usize),
+    Policy(&'a str, usize),
+}
+
+impl<'a> Metric<'a> {
+    pub fn slot(&self) -> Slot<'a> {
+        match *self {
+            Metric::Allowed => Slot::Fixed(0),
+            Metric::JwksFetchOk => Slot::Fixed(1),
+            Metric::JwksFetchFailed => Slot::Fixed(2),
+            Metric::TokenCacheHit => Slot::Fixed(3),
+            Metric::TokenCacheMiss => Slot::Fixed(4),
+            Metric::Denied(e) => Slot::Fixed(5 + e as usize),
+            // Counted as `meshgate.denied.rbac_no_allow_match`: give it the last fixed slot.
+            Metric::PolicyDenied(p) if p == crate::authz::NO_ALLOW_MATCH => {
+                Slot::Fixed(FIXED_SLOTS)
+            }
+            Metric::PolicyAllowed(p) => Slot::Policy(p, 0),
+            Metric::PolicyDenied(p) => Slot::Policy(p, 1),
+            Metric::DryRunWouldDeny(p) => Slot::Policy(p, 2),
+            Metric::DryRunWouldAllow(p) => Slot::Policy(p, 3),
+            Metric::AuditMatched(p) => Slot::Policy(p, 4),
+        }
+    }
+}
+
 pub trait MetricSink {
     fn increment(&mut self, metric: Metric<'_>);
 }
@@ -73,6 +108,42 @@ pub trait MetricSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_distinct_per_name() {
+        let mut fixed = vec![
+            Metric::Allowed,
+            Metric::JwksFetchOk,
+            Metric::JwksFetchFailed,
+            Metric::TokenCacheHit,
+            Metric::TokenCacheMiss,
+            Metric::PolicyDenied(crate::authz::NO_ALLOW_MATCH),
+        ];
+        fixed.extend(AuthnError::ALL.into_iter().map(Metric::Denied));
+        let mut seen = std::collections::BTreeMap::new();
+        for m in fixed {
+            let Slot::Fixed(i) = m.slot() else {
+                panic!("{m:?} must have a fixed slot")
+            };
+            assert!(i <= FIXED_SLOTS);
+            assert_eq!(seen.insert(i, m.name()), None, "slot {i} reused by {m:?}");
+        }
+        assert_eq!(seen.len(), FIXED_SLOTS + 1);
+        let kinds = [
+            Metric::PolicyAllowed("p"),
+            Metric::PolicyDenied("p"),
+            Metric::DryRunWouldDeny("p"),
+            Metric::DryRunWouldAllow("p"),
+            Metric::AuditMatched("p"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for m in kinds {
+            let Slot::Policy("p", k) = m.slot() else {
+                panic!("{m:?} must be per policy")
+            };
+            assert!(k < POLICY_KINDS && seen.insert(k));
+        }
+    }
 
     #[test]
     fn names() {

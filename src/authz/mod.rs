@@ -43,6 +43,7 @@ pub use config::{
 use crate::error::ConfigError;
 use crate::identity::Identity;
 use crate::request::RequestAttrs;
+pub use rule::ConnectionNeeds;
 use rule::{Ctx, Rule};
 use std::rc::Rc;
 
@@ -122,6 +123,7 @@ pub struct Policies {
     /// Configuration order; evaluation filters by action.
     all: Vec<Policy>,
     has_enforced_allow: bool,
+    needs: ConnectionNeeds,
 }
 
 /// Compiles and validates `policies`; `path` prefixes error paths (`policies[0].rules[1]...`).
@@ -132,9 +134,14 @@ pub struct Policies {
 pub fn compile(policies: &[PolicyConfig], path: &str) -> Result<Policies, Vec<ConfigError>> {
     let all = compile::compile_policies(policies, path)?;
     let has_enforced_allow = all.iter().any(|p| p.action == Action::Allow && !p.dry_run);
+    let mut needs = ConnectionNeeds::default();
+    for rule in all.iter().flat_map(|p| &p.rules) {
+        needs.add_rule(rule);
+    }
     Ok(Policies {
         all,
         has_enforced_allow,
+        needs,
     })
 }
 
@@ -195,6 +202,12 @@ impl Policies {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
+    }
+
+    /// The connection attributes some rule reads (dry-run policies included).
+    #[must_use]
+    pub fn connection_needs(&self) -> ConnectionNeeds {
+        self.needs
     }
 
     /// Policy names in configuration order.

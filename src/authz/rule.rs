@@ -21,6 +21,40 @@ pub(crate) struct Rule {
     pub when: Vec<Cond>,
 }
 
+/// Connection attributes (host properties, not headers) a policy set reads. The adapter fetches
+/// only these: each property is a host call on the request path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionNeeds {
+    /// `remoteIpBlocks`, `remote.ip`.
+    pub remote_ip: bool,
+    /// `destination.ip`, `ports`, `destination.port`.
+    pub destination: bool,
+    /// `principals`, `namespaces`, `source.principal`, `source.namespace`.
+    pub source_principal: bool,
+    /// `connection.sni`.
+    pub sni: bool,
+}
+
+impl ConnectionNeeds {
+    pub(crate) fn add_rule(&mut self, rule: &Rule) {
+        let conds = rule.from.iter().chain(&rule.to).flatten().chain(&rule.when);
+        for pred in conds.flat_map(|c| c.any_of.iter().chain(&c.none_of)) {
+            match pred {
+                Pred::RemoteIp(_) => self.remote_ip = true,
+                Pred::Port(_) | Pred::DestIp(_) => self.destination = true,
+                Pred::Principal(_) | Pred::Namespace(_) => self.source_principal = true,
+                Pred::Sni(_) => self.sni = true,
+                Pred::Header(..)
+                | Pred::Host(_)
+                | Pred::Path(_)
+                | Pred::PathTemplate(_)
+                | Pred::RequestPrincipal { .. }
+                | Pred::Claim { .. } => {}
+            }
+        }
+    }
+}
+
 impl Rule {
     pub(crate) fn matches(&self, ctx: Ctx<'_>) -> bool {
         let any = |alts: &[Vec<Cond>]| alts.is_empty() || alts.iter().any(|conds| all(conds, ctx));

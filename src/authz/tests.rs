@@ -488,6 +488,28 @@ fn check(row: &Row) -> Result<(), String> {
     (row.req)(&mut req);
     let id = row.token.map(identity);
     let got = policies.evaluate(&req, id.as_ref()).decision;
+    // The adapter reads only the connection properties the policies need; a request without the
+    // others must decide the same.
+    let needs = policies.connection_needs();
+    let mut lazy = req.clone();
+    if !needs.remote_ip {
+        lazy.remote_ip = None;
+    }
+    if !needs.destination {
+        (lazy.destination_ip, lazy.destination_port) = (None, None);
+    }
+    if !needs.source_principal {
+        lazy.source_principal = None;
+    }
+    if !needs.sni {
+        lazy.sni = None;
+    }
+    let lazy_got = policies.evaluate(&lazy, id.as_ref()).decision;
+    if lazy_got != got {
+        return Err(format!(
+            "without unneeded properties {lazy_got:?}, with {got:?}"
+        ));
+    }
     let rule_ref = |p: &str, r: Option<usize>| RuleRef {
         policy: Rc::from(p),
         rule: r,
@@ -527,6 +549,24 @@ fn semantics_table() {
         rows.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn connection_needs_follow_the_rules() {
+    let needs = |json: &str| compiled(json).connection_needs();
+    assert_eq!(
+        needs(REFERENCE),
+        ConnectionNeeds::default(),
+        "JWT/header rules need no property"
+    );
+    assert!(needs(&src(r#"{"remoteIpBlocks": ["10.0.0.0/8"]}"#)).remote_ip);
+    assert!(needs(&src(r#"{"notPrincipals": ["cluster.local/ns/a/sa/b"]}"#)).source_principal);
+    assert!(needs(&src(r#"{"namespaces": ["a"]}"#)).source_principal);
+    assert!(needs(&op(r#"{"ports": ["8080"]}"#)).destination);
+    assert!(needs(&when_not("destination.ip", r#"["10.0.0.1"]"#)).destination);
+    assert!(needs(&when("connection.sni", r#"["a.example.com"]"#)).sni);
+    let dry = r#"[{"name": "p", "dryRun": true, "rules": [{"when": [{"key": "remote.ip", "values": ["10.0.0.1"]}]}]}]"#;
+    assert!(needs(dry).remote_ip, "dry-run policies are evaluated too");
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Host calls, each wrapped so a failure is logged, never a panic.
 
+use crate::authz::ConnectionNeeds;
 use crate::engine::Forward;
 use crate::error::{AuthnError, Denial, Reply, ReplyOptions};
-use crate::metrics::{Metric, MetricSink};
+use crate::metrics::{Metric, MetricSink, Slot, FIXED_SLOTS, POLICY_KINDS};
 use crate::request::RequestAttrs;
+use foldhash::fast::FixedState;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, MetricType};
 use std::collections::HashMap;
@@ -29,27 +31,40 @@ fn property_addr(path: &[&str]) -> Option<SocketAddr> {
         .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0)))
 }
 
-/// Reads the request attributes the engine needs.
-pub fn request_attrs() -> RequestAttrs {
+/// Reads the request attributes the engine needs: all headers, and only the connection
+/// properties some policy reads (each is a host call on the request path).
+pub fn request_attrs(needs: ConnectionNeeds) -> RequestAttrs {
     let mut req = RequestAttrs::default();
-    for (name, value) in hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default() {
+    for (mut name, value) in hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default() {
         match name.as_str() {
             ":method" => req.method = value,
             ":path" => req.path = value,
             ":authority" => req.host = value,
             ":scheme" => req.scheme = value,
             n if n.starts_with(':') => {}
-            _ => req.headers.push((name.to_ascii_lowercase(), value)),
+            _ => {
+                // Envoy already lower-cases header names; this only guards other hosts.
+                name.make_ascii_lowercase();
+                req.headers.push((name, value));
+            }
         }
     }
-    // Envoy's `source.address` is the downstream remote address it computed (from X-Forwarded-For
-    // when the listener uses it), which is what Istio's `remote.ip` means.
-    req.remote_ip = property_addr(&["source", "address"]).map(|a| a.ip());
-    let destination = property_addr(&["destination", "address"]);
-    req.destination_ip = destination.map(|a| a.ip());
-    req.destination_port = destination.map(|a| a.port()).filter(|p| *p != 0);
-    req.source_principal = property_string(&["connection", "uri_san_peer_certificate"]);
-    req.sni = property_string(&["connection", "requested_server_name"]);
+    if needs.remote_ip {
+        // Envoy's `source.address` is the downstream remote address it computed (from
+        // X-Forwarded-For when the listener uses it), which is what Istio's `remote.ip` means.
+        req.remote_ip = property_addr(&["source", "address"]).map(|a| a.ip());
+    }
+    if needs.destination {
+        let destination = property_addr(&["destination", "address"]);
+        req.destination_ip = destination.map(|a| a.ip());
+        req.destination_port = destination.map(|a| a.port()).filter(|p| *p != 0);
+    }
+    if needs.source_principal {
+        req.source_principal = property_string(&["connection", "uri_san_peer_certificate"]);
+    }
+    if needs.sni {
+        req.sni = property_string(&["connection", "requested_server_name"]);
+    }
     req
 }
 
@@ -90,27 +105,47 @@ pub fn reply_authn(req: &RequestAttrs, err: AuthnError, opts: &ReplyOptions) {
     send_reply(&Denial::Authn(err).to_reply(&crate::engine::realm(req), opts));
 }
 
-/// proxy-wasm counters, defined on first use and cached by name.
-#[derive(Default)]
+/// proxy-wasm counters, defined on first use. Ids are kept by [`Slot`] (an array index, or the
+/// policy name and kind) so counting on the request path neither formats nor hashes a stat name.
 pub struct HostMetrics {
-    ids: HashMap<String, u32>,
+    fixed: [Option<u32>; FIXED_SLOTS + 1],
+    policy: HashMap<Box<str>, [Option<u32>; POLICY_KINDS], FixedState>,
+}
+
+impl Default for HostMetrics {
+    fn default() -> Self {
+        HostMetrics {
+            fixed: [None; FIXED_SLOTS + 1],
+            policy: HashMap::default(),
+        }
+    }
+}
+
+fn define(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Counter, name) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log::warn!("cannot define metric {name}: {e:?}");
+            None
+        }
+    }
 }
 
 impl HostMetrics {
-    fn id(&mut self, name: &str) -> Option<u32> {
-        if let Some(id) = self.ids.get(name) {
-            return Some(*id);
-        }
-        match hostcalls::define_metric(MetricType::Counter, name) {
-            Ok(id) => {
-                self.ids.insert(name.to_string(), id);
-                Some(id)
+    fn id(&mut self, metric: Metric<'_>) -> Option<u32> {
+        let cached = match metric.slot() {
+            Slot::Fixed(i) => self.fixed.get_mut(i)?,
+            Slot::Policy(p, kind) => {
+                if !self.policy.contains_key(p) {
+                    self.policy.insert(p.into(), [None; POLICY_KINDS]);
+                }
+                self.policy.get_mut(p)?.get_mut(kind)?
             }
-            Err(e) => {
-                log::warn!("cannot define metric {name}: {e:?}");
-                None
-            }
+        };
+        if cached.is_none() {
+            *cached = define(&metric.name());
         }
+        *cached
     }
 
     /// Defines the fixed counters up front so they show up as 0 before the first event.
@@ -126,7 +161,7 @@ impl HostMetrics {
             .into_iter()
             .chain(AuthnError::ALL.into_iter().map(Metric::Denied))
         {
-            self.id(&m.name());
+            self.id(m);
         }
     }
 
@@ -137,7 +172,7 @@ impl HostMetrics {
 
 impl MetricSink for HostMetrics {
     fn increment(&mut self, metric: Metric<'_>) {
-        if let Some(id) = self.id(&metric.name()) {
+        if let Some(id) = self.id(metric) {
             let _ = hostcalls::increment_metric(id, 1);
         }
     }

@@ -109,7 +109,9 @@ impl Shared {
             let now = now_ms();
             match engine.on_request(&req, now, backend.as_ref(), &mut self.metrics) {
                 Decision::Forward(fwd) => {
-                    self.waiting.remove(&id);
+                    if resumed {
+                        self.waiting.remove(&id);
+                    }
                     host::apply_forward(&fwd);
                     if resumed {
                         host::resume();
@@ -361,7 +363,9 @@ impl Context for Request {
 
     fn on_done(&mut self) -> bool {
         if let Ok(mut s) = self.shared.try_borrow_mut() {
-            s.waiting.remove(&self.id);
+            if !s.waiting.is_empty() {
+                s.waiting.remove(&self.id);
+            }
         }
         true
     }
@@ -369,9 +373,14 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let req = host::request_attrs();
         let shared = self.shared.clone();
         let mut s = shared.borrow_mut();
+        let needs = s
+            .engine
+            .as_ref()
+            .map(|e| e.settings.policies.connection_needs())
+            .unwrap_or_default();
+        let req = host::request_attrs(needs);
         s.run(self, self.id, req, false)
     }
 }
