@@ -33,8 +33,8 @@ pub struct Forward {
     /// Present request headers to remove (client copies of headers we set, a consumed token).
     pub remove_headers: Vec<String>,
     pub set_headers: Vec<(String, String)>,
-    /// The identity policies saw (first valid token), for logs.
-    pub principal: Option<String>,
+    /// The verified token policies saw (first valid one); `identity.principal()` for logs.
+    pub verified: Option<Rc<VerifiedToken>>,
 }
 
 /// Outcome of one token.
@@ -163,7 +163,7 @@ impl Engine {
                     metrics.increment(Metric::PolicyAllowed(&rr.policy));
                 }
                 metrics.increment(Metric::Allowed);
-                forward.principal = identity.map(Identity::principal);
+                forward.verified = verified.first().cloned();
                 Decision::Forward(forward)
             }
             AuthzDecision::Deny { by } => {

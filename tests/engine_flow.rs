@@ -175,7 +175,10 @@ fn valid_token_forwards_with_claim_and_payload_headers() {
         .find(|(h, _)| h == "x-jwt-payload")
         .unwrap();
     assert_eq!(payload.1, t.split('.').nth(1).unwrap());
-    assert_eq!(f.principal.as_deref(), Some(&*format!("{ISS}/u-1")));
+    assert_eq!(
+        f.verified.map(|v| v.identity.principal()),
+        Some(format!("{ISS}/u-1"))
+    );
     assert_eq!(run.m.get("meshgate.allowed"), 1);
 }
 
