@@ -5,6 +5,7 @@
 use crate::authz::{self, Policies, PolicyConfig};
 use crate::duration;
 use crate::error::{ConfigError, ReplyOptions};
+use crate::json_path;
 use crate::jwt::jwk::{parse_jwks, KeySet};
 use crate::jwt::verify::normalize_audience;
 use serde::Deserialize;
@@ -202,11 +203,11 @@ impl Settings {
         let config: PluginConfig = if text.trim().is_empty() {
             PluginConfig::default()
         } else {
-            let de = &mut serde_json::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                let path = if path == "." { String::new() } else { path };
-                vec![ConfigError::new(path, e.into_inner().to_string())]
+            serde_json::from_str(text).map_err(|e| {
+                vec![ConfigError::new(
+                    json_path::error_path(text, &e),
+                    e.to_string(),
+                )]
             })?
         };
         compile(&config)

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod identity;
+mod json_path;
 pub mod jwks;
 pub mod jwt;
 pub mod metrics;
