@@ -1,17 +1,18 @@
 //! ECDSA signature checks for ES256/ES384/ES512 (NIST P-256, P-384, P-521; FIPS 186-4 §6.4.2).
 //!
-//! Field and scalar arithmetic is crypto-bigint's Montgomery form with compile-time moduli; the
-//! curve arithmetic is written here: Jacobian coordinates (a = -3 doubling, mixed addition with
-//! affine table points), and u1·G + u2·Q as one interleaved (Straus) loop over width-w NAF digits.
-//! Each scalar is split into `PARTS` pieces with a table for each piece (odd multiples of
-//! 2^(j·h)·P), so the loop runs only h ≈ bits/PARTS doublings; the tables for G are built once,
-//! the tables for a key once at JWKS load. No inversion while verifying: x(R) mod n = r is
-//! checked as X = r'·Z² for r' ∈ {r, r + n}.
+//! Field and scalar arithmetic is crypto-bigint's Montgomery form with compile-time moduli. The
+//! curve arithmetic is written here: Jacobian coordinates (a = -3 doubling, mixed
+//! addition with affine table points), and u1·G + u2·Q as one interleaved (Straus) loop over
+//! width-w NAF digits. Each scalar is split into `PARTS` pieces with a table per piece (odd
+//! multiples of 2^(j·h)·P), so the loop runs only h = ⌈bits/PARTS⌉ doublings; the tables for G are
+//! built on first use, those of a key once at JWKS load. No inversion while verifying: x(R) mod n
+//! = r is checked as X = r'·Z² for r' ∈ {r, r + n}.
 //! Everything here handles public data (key, message, signature), so variable-time code is fine.
 
 use crypto_bigint::modular::{ConstMontyForm, ConstMontyParams, FixedMontyParams};
 use crypto_bigint::{Limb, Odd, Uint, Word, U256, U384, U576};
 use sha2::Digest;
+use std::fmt::Debug;
 use std::sync::OnceLock;
 
 /// Limbs for `bits` bits: 32-bit limbs on wasm32 (`cpubits`), 64-bit natively.
@@ -21,6 +22,63 @@ const fn limbs_for(bits: u32) -> usize {
 pub const L256: usize = limbs_for(256);
 pub const L384: usize = limbs_for(384);
 pub const L521: usize = limbs_for(521);
+
+/// GF(p) as the curve formulas need it; elements are always fully reduced.
+pub trait Field: Copy + PartialEq + Debug + Send + Sync + 'static {
+    const ZERO: Self;
+    const ONE: Self;
+    fn mul(&self, rhs: &Self) -> Self;
+    fn square(&self) -> Self;
+    fn add(&self, rhs: &Self) -> Self;
+    fn sub(&self, rhs: &Self) -> Self;
+    fn neg(&self) -> Self;
+    fn invert(&self) -> Option<Self>;
+    fn double(&self) -> Self {
+        self.add(self)
+    }
+}
+
+/// Conversion of integers below the modulus p into field elements.
+pub trait PrimeField<const L: usize>: Field {
+    const MODULUS: Uint<L>;
+    /// `x` must be < p.
+    fn from_uint(x: &Uint<L>) -> Self;
+}
+
+type Monty<const L: usize, M> = ConstMontyForm<M, L>;
+
+impl<const L: usize, M: ConstMontyParams<L>> Field for Monty<L, M> {
+    const ZERO: Self = Monty::<L, M>::ZERO;
+    const ONE: Self = Monty::<L, M>::ONE;
+    fn mul(&self, rhs: &Self) -> Self {
+        Monty::mul(self, rhs)
+    }
+    fn square(&self) -> Self {
+        Monty::square(self)
+    }
+    fn add(&self, rhs: &Self) -> Self {
+        Monty::add(self, rhs)
+    }
+    fn sub(&self, rhs: &Self) -> Self {
+        Monty::sub(self, rhs)
+    }
+    fn neg(&self) -> Self {
+        Monty::neg(self)
+    }
+    fn invert(&self) -> Option<Self> {
+        self.invert_vartime().into()
+    }
+    fn double(&self) -> Self {
+        Monty::double(self)
+    }
+}
+
+impl<const L: usize, M: ConstMontyParams<L>> PrimeField<L> for Monty<L, M> {
+    const MODULUS: Uint<L> = M::PARAMS.modulus().get_copy();
+    fn from_uint(x: &Uint<L>) -> Self {
+        Monty::new(x)
+    }
+}
 
 /// A modulus as a crypto-bigint `ConstMontyParams` type. `$wide` is a Uint type that has the
 /// same size on 32- and 64-bit limbs, so one hex string serves both.
@@ -32,63 +90,6 @@ macro_rules! modulus {
             const LIMBS: usize = $limbs;
             const PARAMS: FixedMontyParams<$limbs> =
                 FixedMontyParams::new_vartime(Odd::<$wide>::from_be_hex($hex).resize::<$limbs>());
-        }
-    };
-}
-
-/// A curve y² = x³ - 3x + b over GF(p) with prime order n (cofactor 1).
-pub trait Curve<const L: usize>: Clone + 'static {
-    /// The field prime p.
-    type P: ConstMontyParams<L>;
-    /// The group order n.
-    type N: ConstMontyParams<L>;
-    /// The JWS hash of the curve's algorithm (RFC 7518 §3.4).
-    type Hash: Digest;
-    const NAME: &'static str;
-    /// Length of a coordinate and of r and s in bytes.
-    const BYTES: usize;
-    /// Bit length of n.
-    const N_BITS: u32;
-    const B: Uint<L>;
-    const GX: Uint<L>;
-    const GY: Uint<L>;
-    /// How many pieces each scalar is split into (the loop runs ⌈N_BITS/PARTS⌉ doublings).
-    const PARTS: u32;
-    /// wNAF width for G (2^(w-2) table points per piece) and for public keys.
-    const G_WINDOW: u32;
-    const Q_WINDOW: u32;
-    /// The tables for G, built on first use (None only if the constants were wrong).
-    fn generator_tables() -> Option<&'static Tables<L, Self::P>>;
-}
-
-macro_rules! curve {
-    ($curve:ident, $limbs:expr, $p:ident, $n:ident, $hash:ty, $name:expr, $bytes:expr, $n_bits:expr,
-     $wide:ty, b = $b:expr, gx = $gx:expr, gy = $gy:expr, parts = $parts:expr,
-     g_window = $gw:expr, q_window = $qw:expr) => {
-        #[derive(Clone, Copy, Debug)]
-        pub struct $curve;
-        impl Curve<$limbs> for $curve {
-            type P = $p;
-            type N = $n;
-            type Hash = $hash;
-            const NAME: &'static str = $name;
-            const BYTES: usize = $bytes;
-            const N_BITS: u32 = $n_bits;
-            const B: Uint<$limbs> = <$wide>::from_be_hex($b).resize::<$limbs>();
-            const GX: Uint<$limbs> = <$wide>::from_be_hex($gx).resize::<$limbs>();
-            const GY: Uint<$limbs> = <$wide>::from_be_hex($gy).resize::<$limbs>();
-            const PARTS: u32 = $parts;
-            const G_WINDOW: u32 = $gw;
-            const Q_WINDOW: u32 = $qw;
-            fn generator_tables() -> Option<&'static Tables<$limbs, $p>> {
-                static TABLES: OnceLock<Option<Tables<$limbs, $p>>> = OnceLock::new();
-                TABLES
-                    .get_or_init(|| {
-                        let g = Affine::from_uint(&Self::GX, &Self::GY);
-                        Tables::build(&g, Self::G_WINDOW, Self::PARTS, part_bits::<$limbs, Self>())
-                    })
-                    .as_ref()
-            }
         }
     };
 }
@@ -130,44 +131,125 @@ modulus!(
     "00000000000001fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409"
 );
 
-curve!(
-    P256,
-    L256,
-    P256Field,
-    P256Order,
-    sha2::Sha256,
-    "P-256",
-    32,
-    256,
-    U256,
-    b = "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
-    gx = "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
-    gy = "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
-    parts = 4,
-    g_window = 7,
-    q_window = 5
-);
-curve!(
-    P384, L384, P384Field, P384Order, sha2::Sha384, "P-384", 48, 384, U384,
-    b = "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
-    gx = "aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a385502f25dbf55296c3a545e3872760ab7",
-    gy = "3617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c00a60b1ce1d7e819d7a431d7c90ea0e5f",
-    parts = 4, g_window = 7, q_window = 5
-);
-curve!(
-    P521, L521, P521Field, P521Order, sha2::Sha512, "P-521", 66, 521, U576,
-    b = "0000000000000051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00",
-    gx = "00000000000000c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b4d3dbaa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2e5bd66",
-    gy = "000000000000011839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd17273e662c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769fd16650",
-    parts = 4, g_window = 7, q_window = 5
-);
+/// A curve y² = x³ - 3x + b over GF(p) with prime order n (cofactor 1).
+pub trait Curve<const L: usize>: Clone + 'static {
+    /// GF(p).
+    type F: PrimeField<L>;
+    /// The group order n.
+    type N: ConstMontyParams<L>;
+    /// The JWS hash of the curve's algorithm (RFC 7518 §3.4).
+    type Hash: Digest;
+    const NAME: &'static str;
+    /// Length of a coordinate and of r and s in bytes.
+    const BYTES: usize;
+    /// Bit length of n.
+    const N_BITS: u32;
+    const B: Uint<L>;
+    const GX: Uint<L>;
+    const GY: Uint<L>;
+    /// How many pieces each scalar is split into (the loop runs ⌈N_BITS/PARTS⌉ doublings).
+    const PARTS: u32;
+    /// wNAF widths for G and for public keys: 2^(w-2) table points per piece.
+    const G_WINDOW: u32;
+    const Q_WINDOW: u32;
+    /// The tables for G, built on first use (None only if the constants were wrong).
+    fn generator_tables() -> Option<&'static Tables<Self::F>>;
+}
+
+/// The tables for G of one curve, in a static of its own.
+macro_rules! generator_tables {
+    ($f:ty, $limbs:expr) => {
+        fn generator_tables() -> Option<&'static Tables<$f>> {
+            static TABLES: OnceLock<Option<Tables<$f>>> = OnceLock::new();
+            TABLES
+                .get_or_init(|| {
+                    let g = Affine::from_uint(&Self::GX, &Self::GY);
+                    Tables::build(&g, Self::G_WINDOW, Self::PARTS, part_bits::<$limbs, Self>())
+                })
+                .as_ref()
+        }
+    };
+}
+
+// Pieces and wNAF widths, measured in V8 (us per verification, ES256/ES384/ES512):
+// 4 pieces, w = 7 (G) / 5 (keys): 184/502/1560; 8 pieces, w = 8/5: 146/412/1245;
+// 16 pieces, w = 8/6: 132/354/1050 with twice the key tables and 2-3x the key import time.
+// Chosen: 8 pieces, w = 8/5. Tables per key: 8 × 8 points (4 KB for P-256 to 9 KB for P-521 with
+// 32-bit limbs); for G: 8 × 64 points per curve (32 to 70 KB), built on first use.
+
+#[derive(Clone, Copy, Debug)]
+pub struct P256;
+impl Curve<L256> for P256 {
+    type F = Monty<L256, P256Field>;
+    type N = P256Order;
+    type Hash = sha2::Sha256;
+    const NAME: &'static str = "P-256";
+    const BYTES: usize = 32;
+    const N_BITS: u32 = 256;
+    const B: Uint<L256> =
+        U256::from_be_hex("5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b");
+    const GX: Uint<L256> =
+        U256::from_be_hex("6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296");
+    const GY: Uint<L256> =
+        U256::from_be_hex("4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5");
+    const PARTS: u32 = 8;
+    const G_WINDOW: u32 = 8;
+    const Q_WINDOW: u32 = 5;
+    generator_tables!(Monty<L256, P256Field>, L256);
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct P384;
+impl Curve<L384> for P384 {
+    type F = Monty<L384, P384Field>;
+    type N = P384Order;
+    type Hash = sha2::Sha384;
+    const NAME: &'static str = "P-384";
+    const BYTES: usize = 48;
+    const N_BITS: u32 = 384;
+    const B: Uint<L384> = U384::from_be_hex(
+        "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
+    );
+    const GX: Uint<L384> = U384::from_be_hex(
+        "aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a385502f25dbf55296c3a545e3872760ab7",
+    );
+    const GY: Uint<L384> = U384::from_be_hex(
+        "3617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c00a60b1ce1d7e819d7a431d7c90ea0e5f",
+    );
+    const PARTS: u32 = 8;
+    const G_WINDOW: u32 = 8;
+    const Q_WINDOW: u32 = 5;
+    generator_tables!(Monty<L384, P384Field>, L384);
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct P521;
+impl Curve<L521> for P521 {
+    type F = Monty<L521, P521Field>;
+    type N = P521Order;
+    type Hash = sha2::Sha512;
+    const NAME: &'static str = "P-521";
+    const BYTES: usize = 66;
+    const N_BITS: u32 = 521;
+    const B: Uint<L521> = U576::from_be_hex(
+        "0000000000000051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00",
+    ).resize();
+    const GX: Uint<L521> = U576::from_be_hex(
+        "00000000000000c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b4d3dbaa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2e5bd66",
+    ).resize();
+    const GY: Uint<L521> = U576::from_be_hex(
+        "000000000000011839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd17273e662c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769fd16650",
+    ).resize();
+    const PARTS: u32 = 8;
+    const G_WINDOW: u32 = 8;
+    const Q_WINDOW: u32 = 5;
+    generator_tables!(Monty<L521, P521Field>, L521);
+}
 
 /// Bits per scalar piece.
 fn part_bits<const L: usize, C: Curve<L>>() -> u32 {
     C::N_BITS.div_ceil(C::PARTS)
 }
-
-type Fe<const L: usize, M> = ConstMontyForm<M, L>;
 
 /// Big-endian bytes to an integer; None when they do not fit in L limbs.
 fn uint_from_be<const L: usize>(bytes: &[u8]) -> Option<Uint<L>> {
@@ -180,55 +262,58 @@ fn uint_from_be<const L: usize>(bytes: &[u8]) -> Option<Uint<L>> {
     Some(Uint::from_words(words))
 }
 
-fn modulus<const L: usize, M: ConstMontyParams<L>>() -> &'static Uint<L> {
-    M::PARAMS.modulus().as_ref()
+fn order<const L: usize, C: Curve<L>>() -> &'static Uint<L> {
+    C::N::PARAMS.modulus().as_ref()
 }
 
 /// r or s: exactly `C::BYTES` big-endian bytes with 1 ≤ v ≤ n - 1.
 fn scalar<const L: usize, C: Curve<L>>(bytes: &[u8]) -> Option<Uint<L>> {
     let v = uint_from_be::<L>(bytes)?;
-    (bytes.len() == C::BYTES && !v.is_zero_vartime() && v < *modulus::<L, C::N>()).then_some(v)
+    (bytes.len() == C::BYTES && !v.is_zero_vartime() && v < *order::<L, C>()).then_some(v)
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct Affine<const L: usize, M: ConstMontyParams<L>> {
-    x: Fe<L, M>,
-    y: Fe<L, M>,
+pub struct Affine<F> {
+    x: F,
+    y: F,
 }
 
-impl<const L: usize, M: ConstMontyParams<L>> Affine<L, M> {
-    fn from_uint(x: &Uint<L>, y: &Uint<L>) -> Self {
+impl<F> Affine<F> {
+    fn from_uint<const L: usize>(x: &Uint<L>, y: &Uint<L>) -> Self
+    where
+        F: PrimeField<L>,
+    {
         Affine {
-            x: Fe::new(x),
-            y: Fe::new(y),
+            x: F::from_uint(x),
+            y: F::from_uint(y),
         }
     }
 }
 
 /// (X, Y, Z) stands for (X/Z², Y/Z³); Z = 0 is the point at infinity.
 #[derive(Clone, Copy, Debug)]
-struct Jacobian<const L: usize, M: ConstMontyParams<L>> {
-    x: Fe<L, M>,
-    y: Fe<L, M>,
-    z: Fe<L, M>,
+struct Jacobian<F> {
+    x: F,
+    y: F,
+    z: F,
 }
 
-impl<const L: usize, M: ConstMontyParams<L>> Jacobian<L, M> {
+impl<F: Field> Jacobian<F> {
     const INFINITY: Self = Jacobian {
-        x: Fe::ONE,
-        y: Fe::ONE,
-        z: Fe::ZERO,
+        x: F::ONE,
+        y: F::ONE,
+        z: F::ZERO,
     };
 
     fn is_infinity(&self) -> bool {
-        self.z == Fe::ZERO
+        self.z == F::ZERO
     }
 
-    fn from_affine(p: &Affine<L, M>) -> Self {
+    fn from_affine(p: &Affine<F>) -> Self {
         Jacobian {
             x: p.x,
             y: p.y,
-            z: Fe::ONE,
+            z: F::ONE,
         }
     }
 
@@ -252,13 +337,13 @@ impl<const L: usize, M: ConstMontyParams<L>> Jacobian<L, M> {
 
     /// P + Q (or P - Q when `negate`) for an affine Q (madd-2007-bl: 7M + 4S), including the
     /// cases P = ∞, P = Q and P = -Q.
-    fn add_affine(&self, q: &Affine<L, M>, negate: bool) -> Self {
+    fn add_affine(&self, q: &Affine<F>, negate: bool) -> Self {
         let qy = if negate { q.y.neg() } else { q.y };
         if self.is_infinity() {
             return Jacobian {
                 x: q.x,
                 y: qy,
-                z: Fe::ONE,
+                z: F::ONE,
             };
         }
         let z1z1 = self.z.square();
@@ -266,8 +351,8 @@ impl<const L: usize, M: ConstMontyParams<L>> Jacobian<L, M> {
         let s2 = qy.mul(&self.z).mul(&z1z1);
         let h = u2.sub(&self.x);
         let r = s2.sub(&self.y);
-        if h == Fe::ZERO {
-            return if r == Fe::ZERO {
+        if h == F::ZERO {
+            return if r == F::ZERO {
                 self.double()
             } else {
                 Self::INFINITY
@@ -287,12 +372,10 @@ impl<const L: usize, M: ConstMontyParams<L>> Jacobian<L, M> {
 
 /// Affine forms of many points with one field inversion (Montgomery's trick);
 /// None if one of them is the point at infinity.
-fn to_affine<const L: usize, M: ConstMontyParams<L>>(
-    points: &[Jacobian<L, M>],
-) -> Option<Vec<Affine<L, M>>> {
+fn to_affine<F: Field>(points: &[Jacobian<F>]) -> Option<Vec<Affine<F>>> {
     // prefix[i] = z_0 · … · z_i
     let mut prefix = Vec::with_capacity(points.len());
-    let mut acc = Fe::<L, M>::ONE;
+    let mut acc = F::ONE;
     for p in points {
         if p.is_infinity() {
             return None;
@@ -300,7 +383,7 @@ fn to_affine<const L: usize, M: ConstMontyParams<L>>(
         acc = acc.mul(&p.z);
         prefix.push(acc);
     }
-    let mut inv: Fe<L, M> = Option::from(acc.invert_vartime())?;
+    let mut inv = acc.invert()?;
     let mut out = vec![Affine { x: acc, y: acc }; points.len()];
     for i in (0..points.len()).rev() {
         // inv = (z_0 · … · z_i)⁻¹
@@ -322,17 +405,21 @@ fn to_affine<const L: usize, M: ConstMontyParams<L>>(
 /// For each piece j of a scalar: the odd multiples 1·P_j, 3·P_j, …, (2^(w-1) - 1)·P_j of
 /// P_j = 2^(j·h)·P, affine.
 #[derive(Clone, Debug)]
-pub struct Tables<const L: usize, M: ConstMontyParams<L>> {
-    points: Vec<Affine<L, M>>,
+pub struct Tables<F> {
+    points: Vec<Affine<F>>,
     window: u32,
     parts: u32,
     part_bits: u32,
 }
 
-impl<const L: usize, M: ConstMontyParams<L>> Tables<L, M> {
-    fn build(p: &Affine<L, M>, window: u32, parts: u32, part_bits: u32) -> Option<Self> {
-        let per_part = 1usize << window.checked_sub(2)?;
-        let mut jac = Vec::with_capacity(parts as usize * per_part);
+impl<F: Field> Tables<F> {
+    fn build(p: &Affine<F>, window: u32, parts: u32, part_bits: u32) -> Option<Self> {
+        if !(2..=8).contains(&window) {
+            return None;
+        }
+        let per_part = 1usize << (window - 2);
+        // P_j and 2·P_j for every piece, made affine together.
+        let mut bases = Vec::with_capacity(2 * parts as usize);
         let mut base = Jacobian::from_affine(p);
         for j in 0..parts {
             if j > 0 {
@@ -340,16 +427,22 @@ impl<const L: usize, M: ConstMontyParams<L>> Tables<L, M> {
                     base = base.double();
                 }
             }
-            let [b, b2] = <[Affine<L, M>; 2]>::try_from(to_affine(&[base, base.double()])?).ok()?;
-            let mut m = Jacobian::from_affine(&b);
-            jac.push(m);
+            bases.push(base);
+            bases.push(base.double());
+        }
+        let bases = to_affine(&bases)?;
+        let mut multiples = Vec::with_capacity(parts as usize * per_part);
+        for pair in bases.chunks_exact(2) {
+            let [b, b2] = pair else { return None };
+            let mut m = Jacobian::from_affine(b);
+            multiples.push(m);
             for _ in 1..per_part {
-                m = m.add_affine(&b2, false);
-                jac.push(m);
+                m = m.add_affine(b2, false);
+                multiples.push(m);
             }
         }
         Some(Tables {
-            points: to_affine(&jac)?,
+            points: to_affine(&multiples)?,
             window,
             parts,
             part_bits,
@@ -398,9 +491,7 @@ fn wnaf<const L: usize>(k: &Uint<L>, start: u32, len: u32, w: u32, out: &mut [i8
 }
 
 /// Σ k_i·P_i over (tables of P_i, k_i), with all tables split alike; None on inconsistent tables.
-fn lincomb<const L: usize, M: ConstMontyParams<L>>(
-    terms: &[(&Tables<L, M>, &Uint<L>)],
-) -> Option<Jacobian<L, M>> {
+fn lincomb<const L: usize, F: Field>(terms: &[(&Tables<F>, &Uint<L>)]) -> Option<Jacobian<F>> {
     let (first, _) = terms.first()?;
     let (parts, h) = (first.parts, first.part_bits);
     let stride = h as usize + 1;
@@ -433,14 +524,14 @@ fn lincomb<const L: usize, M: ConstMontyParams<L>>(
 /// An ECDSA public key with its precomputed tables.
 #[derive(Clone)]
 pub struct EcPublicKey<const L: usize, C: Curve<L>> {
-    tables: Tables<L, C::P>,
+    tables: Tables<C::F>,
 }
 
 pub type P256PublicKey = EcPublicKey<L256, P256>;
 pub type P384PublicKey = EcPublicKey<L384, P384>;
 pub type P521PublicKey = EcPublicKey<L521, P521>;
 
-impl<const L: usize, C: Curve<L>> std::fmt::Debug for EcPublicKey<L, C> {
+impl<const L: usize, C: Curve<L>> Debug for EcPublicKey<L, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "EcPublicKey({})", C::NAME)
     }
@@ -459,14 +550,14 @@ impl<const L: usize, C: Curve<L>> EcPublicKey<L, C> {
                 C::BYTES
             ));
         }
-        let p = modulus::<L, C::P>();
+        let p = C::F::MODULUS;
         let (x, y) = match (uint_from_be::<L>(x), uint_from_be::<L>(y)) {
-            (Some(x), Some(y)) if x < *p && y < *p => (x, y),
+            (Some(x), Some(y)) if x < p && y < p => (x, y),
             _ => return Err(bad()),
         };
-        let q = Affine::<L, C::P>::from_uint(&x, &y);
+        let q = Affine::<C::F>::from_uint(&x, &y);
         let x3 = q.x.square().mul(&q.x);
-        let rhs = x3.sub(&q.x.double().add(&q.x)).add(&Fe::new(&C::B));
+        let rhs = x3.sub(&q.x.double().add(&q.x)).add(&C::F::from_uint(&C::B));
         if q.y.square() != rhs {
             return Err(bad());
         }
@@ -487,18 +578,19 @@ impl<const L: usize, C: Curve<L>> EcPublicKey<L, C> {
         }
         let (r, s) = sig.split_at(C::BYTES);
         let (r, s) = (scalar::<L, C>(r)?, scalar::<L, C>(s)?);
-        // e = the leftmost N_BITS bits of the hash (no truncation for the JWS pairs).
+        // e = the leftmost N_BITS bits of the hash (FIPS 186-4 §6.4; no truncation happens for
+        // the JWS pairs: 256/256, 384/384, 512/521).
         let hash = C::Hash::digest(msg);
         let n_bytes = C::N_BITS.div_ceil(8) as usize;
-        let e = if hash.len() > n_bytes {
+        let e = if 8 * hash.len() > C::N_BITS as usize {
             uint_from_be::<L>(hash.get(..n_bytes)?)?.shr_vartime(8 * n_bytes as u32 - C::N_BITS)
         } else {
             uint_from_be::<L>(&hash)?
         };
         // Montgomery conversion reduces e < 2^N_BITS modulo n.
-        let w: Fe<L, C::N> = Option::from(Fe::<L, C::N>::new(&s).invert_vartime())?;
-        let u1 = Fe::<L, C::N>::new(&e).mul(&w).retrieve();
-        let u2 = Fe::<L, C::N>::new(&r).mul(&w).retrieve();
+        let w: Monty<L, C::N> = Option::from(Monty::<L, C::N>::new(&s).invert_vartime())?;
+        let u1 = Monty::<L, C::N>::new(&e).mul(&w).retrieve();
+        let u2 = Monty::<L, C::N>::new(&r).mul(&w).retrieve();
         let point = lincomb(&[(C::generator_tables()?, &u1), (&self.tables, &u2)])?;
         Some(x_mod_n_is::<L, C>(&point, &r))
     }
@@ -506,18 +598,18 @@ impl<const L: usize, C: Curve<L>> EcPublicKey<L, C> {
 
 /// Whether R ≠ ∞ and x(R) mod n = r, without an inversion: x = X/Z² < p < 2n, so
 /// x mod n = r iff X = r·Z² or (when r + n < p) X = (r + n)·Z².
-fn x_mod_n_is<const L: usize, C: Curve<L>>(point: &Jacobian<L, C::P>, r: &Uint<L>) -> bool {
+fn x_mod_n_is<const L: usize, C: Curve<L>>(point: &Jacobian<C::F>, r: &Uint<L>) -> bool {
     if point.is_infinity() {
         return false;
     }
     let z2 = point.z.square();
-    if point.x == Fe::<L, C::P>::new(r).mul(&z2) {
+    if point.x == C::F::from_uint(r).mul(&z2) {
         return true;
     }
-    let (r_plus_n, carry) = r.carrying_add(modulus::<L, C::N>(), Limb::ZERO);
+    let (r_plus_n, carry) = r.carrying_add(order::<L, C>(), Limb::ZERO);
     carry == Limb::ZERO
-        && r_plus_n < *modulus::<L, C::P>()
-        && point.x == Fe::<L, C::P>::new(&r_plus_n).mul(&z2)
+        && r_plus_n < C::F::MODULUS
+        && point.x == C::F::from_uint(&r_plus_n).mul(&z2)
 }
 
 /// A JWS ECDSA signature (r||s) as the DER `SEQUENCE { INTEGER r, INTEGER s }` BoringSSL expects;
@@ -553,22 +645,19 @@ mod tests {
     fn order_times_g<const L: usize, C: Curve<L>>() -> bool {
         // (n-1)·G + G = ∞, through the table path.
         let tables = C::generator_tables().unwrap();
-        let n_minus_1 = modulus::<L, C::N>().wrapping_sub(&Uint::ONE);
+        let n_minus_1 = order::<L, C>().wrapping_sub(&Uint::ONE);
         let p = lincomb(&[(tables, &n_minus_1)]).unwrap();
-        let g = Affine::<L, C::P>::from_uint(&C::GX, &C::GY);
+        let g = Affine::<C::F>::from_uint(&C::GX, &C::GY);
         p.add_affine(&g, false).is_infinity() && !p.is_infinity()
     }
 
-    fn same_point<const L: usize, M: ConstMontyParams<L>>(
-        a: &Jacobian<L, M>,
-        b: &Jacobian<L, M>,
-    ) -> bool {
+    fn same_point<F: Field>(a: &Jacobian<F>, b: &Jacobian<F>) -> bool {
         let (a, b) = (to_affine(&[*a]).unwrap()[0], to_affine(&[*b]).unwrap()[0]);
         a.x == b.x && a.y == b.y
     }
 
     fn addition_edge_cases<const L: usize, C: Curve<L>>() {
-        let g = Affine::<L, C::P>::from_uint(&C::GX, &C::GY);
+        let g = Affine::<C::F>::from_uint(&C::GX, &C::GY);
         let g_jac = Jacobian::from_affine(&g);
         // A non-trivial Z: P = 3G computed in Jacobian coordinates.
         let p = g_jac.double().add_affine(&g, false);
@@ -582,10 +671,7 @@ mod tests {
             same_point(&Jacobian::INFINITY.add_affine(&p_aff, false), &p),
             "∞ + P = P"
         );
-        assert!(
-            Jacobian::<L, C::P>::INFINITY.double().is_infinity(),
-            "2∞ = ∞"
-        );
+        assert!(Jacobian::<C::F>::INFINITY.double().is_infinity(), "2∞ = ∞");
         // 3G - G = 2G, 3G + G = 4G = 2(2G)
         assert!(same_point(&p.add_affine(&g, true), &g_jac.double()));
         assert!(same_point(
@@ -601,7 +687,7 @@ mod tests {
             same_point(&sum, &lincomb(&[(tables, &two_k)]).unwrap()),
             "kG + kG"
         );
-        let n_minus_k = modulus::<L, C::N>().wrapping_sub(&k);
+        let n_minus_k = order::<L, C>().wrapping_sub(&k);
         assert!(
             lincomb(&[(tables, &k), (tables, &n_minus_k)])
                 .unwrap()
@@ -619,13 +705,13 @@ mod tests {
 
     fn x_check<const L: usize, C: Curve<L>>() {
         // X = x·Z² for a random-looking Z; x = r + n must match r when r + n < p.
-        let z = Fe::<L, C::P>::new(&Uint::from_u64(0xdead_beef_1234_5677));
+        let z = C::F::from_uint(&Uint::from_u64(0xdead_beef_1234_5677));
         let z2 = z.square();
-        let n = *modulus::<L, C::N>();
-        let p = *modulus::<L, C::P>();
-        let at = |x: &Uint<L>| Jacobian::<L, C::P> {
-            x: Fe::new(x).mul(&z2),
-            y: Fe::ONE,
+        let n = *order::<L, C>();
+        let p = C::F::MODULUS;
+        let at = |x: &Uint<L>| Jacobian::<C::F> {
+            x: C::F::from_uint(x).mul(&z2),
+            y: C::F::ONE,
             z,
         };
         let r = Uint::<L>::from_u64(12345);
