@@ -3,12 +3,12 @@
 //! Field arithmetic is crypto-bigint's Montgomery form with compile-time moduli for P-256 and
 //! P-384, and for P-521 a schoolbook product reduced modulo the Mersenne prime 2^521 - 1 (point
 //! operations measured 1.5x faster in V8 than with 17-limb Montgomery multiplication); scalars
-//! mod n use Montgomery form. The curve arithmetic is written here: Jacobian coordinates (a = -3 doubling, mixed
-//! addition with affine table points), and u1·G + u2·Q as one interleaved (Straus) loop over
-//! width-w NAF digits. Each scalar is split into `PARTS` pieces with a table per piece (odd
-//! multiples of 2^(j·h)·P), so the loop runs only h = ⌈bits/PARTS⌉ doublings; the tables for G are
-//! built on first use, those of a key once at JWKS load. No inversion while verifying: x(R) mod n
-//! = r is checked as X = r'·Z² for r' ∈ {r, r + n}.
+//! mod n use Montgomery form. The curve arithmetic is written here: Jacobian coordinates (a = -3
+//! doubling, mixed addition with affine table points), and u1·G + u2·Q as one interleaved (Straus)
+//! loop over width-w NAF digits. Each scalar is split into `PARTS` pieces with a table per piece
+//! (odd multiples of 2^(j·h)·P), so the loop runs only h = ⌈bits/PARTS⌉ doublings; the tables for
+//! G are built once per curve with the first key, those of a key once at JWKS load. No inversion
+//! while verifying: x(R) mod n = r is checked as X = r'·Z² for r' ∈ {r, r + n}.
 //! Everything here handles public data (key, message, signature), so variable-time code is fine.
 
 use crypto_bigint::modular::{ConstMontyForm, ConstMontyParams, FixedMontyParams};
@@ -237,7 +237,7 @@ pub trait Curve<const L: usize>: Clone + 'static {
     /// wNAF widths for G and for public keys: 2^(w-2) table points per piece.
     const G_WINDOW: u32;
     const Q_WINDOW: u32;
-    /// The tables for G, built on first use (None only if the constants were wrong).
+    /// The tables for G, built by the first key import (None only if the constants were wrong).
     fn generator_tables() -> Option<&'static Tables<Self::F>>;
 }
 
@@ -261,7 +261,7 @@ macro_rules! generator_tables {
 // 16 pieces, w = 8/6: 132/354/1050 with twice the key tables and 2-3x the key import time.
 // (P-521 there with Montgomery arithmetic.) Chosen: 8 pieces, w = 8/5. Tables per key: 8 × 8
 // points (4 KB for P-256 to 9 KB for P-521 with 32-bit limbs); for G: 8 × 64 points per curve
-// (32 to 70 KB), built on first use.
+// (32 to 70 KB), built with the first key of the curve.
 
 #[derive(Clone, Copy, Debug)]
 pub struct P256;
@@ -649,6 +649,8 @@ impl<const L: usize, C: Curve<L>> EcPublicKey<L, C> {
         }
         let tables =
             Tables::build(&q, C::Q_WINDOW, C::PARTS, part_bits::<L, C>()).ok_or_else(bad)?;
+        // G's tables (once per curve, 3-10 ms in V8) at JWKS load rather than on a request.
+        C::generator_tables().ok_or_else(|| format!("no {} generator tables", C::NAME))?;
         Ok(EcPublicKey { tables })
     }
 
