@@ -1,5 +1,5 @@
 //! Runs every JWT/JWKS vector of ../shared/conformance/jwt-vectors through the core verifier,
-//! with both signature backends (in-wasm RustCrypto, and the host protocol through a software
+//! with both signature backends (in-wasm crypto, and the host protocol through a software
 //! stand-in for Envoy's `verify_signature`). The verdict must equal `envoy_expect` when the
 //! vector has one, else `expect` — except the intended divergences listed in `divergence()`.
 

@@ -1,7 +1,9 @@
 //! Signature backends. The core verifies through a `SignatureBackend`; the in-wasm backend is
-//! pure Rust (RustCrypto), the host backend (Envoy's BoringSSL via the `verify_signature`
-//! foreign function) lives in the proxy-wasm adapter and falls back to this one.
+//! pure Rust (RSA and ECDSA on crypto-bigint, Ed25519 with ed25519-dalek), the host backend
+//! (Envoy's BoringSSL via the `verify_signature` foreign function) lives in the proxy-wasm adapter
+//! and falls back to this one.
 
+use super::ec;
 use super::jwk::{KeyMaterial, PublicKey};
 use super::Alg;
 use sha2::{Sha256, Sha384, Sha512};
@@ -25,18 +27,9 @@ impl SignatureBackend for WasmCrypto {
             (KeyMaterial::Rsa(k), Alg::PS256) => k.verify_pss::<Sha256>(msg, sig),
             (KeyMaterial::Rsa(k), Alg::PS384) => k.verify_pss::<Sha384>(msg, sig),
             (KeyMaterial::Rsa(k), Alg::PS512) => k.verify_pss::<Sha512>(msg, sig),
-            (KeyMaterial::P256(k), Alg::ES256) => {
-                use p256::ecdsa::signature::Verifier;
-                p256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
-            }
-            (KeyMaterial::P384(k), Alg::ES384) => {
-                use p384::ecdsa::signature::Verifier;
-                p384::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
-            }
-            (KeyMaterial::P521(k), Alg::ES512) => {
-                use p521::ecdsa::signature::Verifier;
-                p521::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
-            }
+            (KeyMaterial::P256(k), Alg::ES256) => k.verify(msg, sig),
+            (KeyMaterial::P384(k), Alg::ES384) => k.verify(msg, sig),
+            (KeyMaterial::P521(k), Alg::ES512) => k.verify(msg, sig),
             (KeyMaterial::Ed25519(k), Alg::EdDSA) => ed25519_dalek::Signature::from_slice(sig)
                 .is_ok_and(|s| k.verify_strict(msg, &s).is_ok()),
             _ => false,
@@ -45,24 +38,12 @@ impl SignatureBackend for WasmCrypto {
 }
 
 /// Converts a JWS ECDSA signature (fixed-size r||s) to the DER form BoringSSL expects.
-/// Returns None when the input has the wrong size or r/s is zero.
+/// Returns None when the input has the wrong size or r/s is not in [1, n-1].
 pub fn ecdsa_raw_to_der(alg: Alg, sig: &[u8]) -> Option<Vec<u8>> {
-    Some(match alg {
-        Alg::ES256 => p256::ecdsa::Signature::from_slice(sig)
-            .ok()?
-            .to_der()
-            .as_bytes()
-            .to_vec(),
-        Alg::ES384 => p384::ecdsa::Signature::from_slice(sig)
-            .ok()?
-            .to_der()
-            .as_bytes()
-            .to_vec(),
-        Alg::ES512 => p521::ecdsa::Signature::from_slice(sig)
-            .ok()?
-            .to_der()
-            .as_bytes()
-            .to_vec(),
-        _ => return None,
-    })
+    match alg {
+        Alg::ES256 => ec::raw_to_der::<{ ec::L256 }, ec::P256>(sig),
+        Alg::ES384 => ec::raw_to_der::<{ ec::L384 }, ec::P384>(sig),
+        Alg::ES512 => ec::raw_to_der::<{ ec::L521 }, ec::P521>(sig),
+        _ => None,
+    }
 }

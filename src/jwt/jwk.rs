@@ -2,7 +2,7 @@
 //! kty/crv, broken material) are skipped and counted, never fatal: Keycloak always publishes an
 //! encryption key next to its signing key (google/jwt_verify_lib#50).
 
-use super::{b64url_decode, Alg};
+use super::{b64url_decode, ec, Alg};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 #[derive(Clone)]
 pub enum KeyMaterial {
     Rsa(super::rsa::RsaPublicKey),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
-    P521(Box<p521::ecdsa::VerifyingKey>),
+    P256(super::ec::P256PublicKey),
+    P384(super::ec::P384PublicKey),
+    P521(super::ec::P521PublicKey),
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
@@ -186,18 +186,9 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
             let material = match expected_alg {
-                Alg::ES256 => KeyMaterial::P256(
-                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                        .map_err(|_| "EC point is not on P-256")?,
-                ),
-                Alg::ES384 => KeyMaterial::P384(
-                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                        .map_err(|_| "EC point is not on P-384")?,
-                ),
-                _ => KeyMaterial::P521(Box::new(
-                    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                        .map_err(|_| "EC point is not on P-521")?,
-                )),
+                Alg::ES256 => KeyMaterial::P256(ec::P256PublicKey::from_coordinates(&x, &y)?),
+                Alg::ES384 => KeyMaterial::P384(ec::P384PublicKey::from_coordinates(&x, &y)?),
+                _ => KeyMaterial::P521(ec::P521PublicKey::from_coordinates(&x, &y)?),
             };
             let mut canonical = format!("EC{crv}").into_bytes();
             canonical.extend(&sec1);

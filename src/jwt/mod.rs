@@ -1,6 +1,7 @@
 //! JWS compact tokens: parsing (untrusted), keys, signature backends and verification.
 
 pub mod crypto;
+pub mod ec;
 pub mod host_sig;
 pub mod jwk;
 pub mod rsa;

@@ -202,7 +202,7 @@ impl DigestInfo for sha2::Sha512 {
     ];
 }
 
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(super) fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {
@@ -221,7 +221,7 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// A non-negative INTEGER (a 0x00 is prepended when the top bit is set).
-fn der_uint(be: &[u8]) -> Vec<u8> {
+pub(super) fn der_uint(be: &[u8]) -> Vec<u8> {
     let mut content = Vec::with_capacity(be.len() + 1);
     if be.first().is_none_or(|&b| b & 0x80 != 0) {
         content.push(0);
