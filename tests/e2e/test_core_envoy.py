@@ -269,3 +269,38 @@ def test_both_signature_backends_in_envoy(start_meshgate, idp, crypto):
         assert env.get("/data", token=idp.mint(alg=alg)).status_code == 200, (crypto, alg)
         bad = idp.mint(alg=alg, sign_with="unpublished")
         assert_401(env.get("/data", token=bad), "Jwt verification fails")
+
+
+def test_counters_per_reason_and_per_policy(start_meshgate, idp_clean):
+    """Counter ids are cached per slot (fixed counters) and per policy name and kind; every kind must
+    still land on its own stat, named as documented."""
+    when_path = lambda p: [{"key": "request.headers[:path]", "values": [p]}]  # noqa: E731
+    env = start_meshgate({
+        "jwtRules": [rule(idp_clean)],
+        "policies": [
+            {"name": "ns.audit-all", "action": "AUDIT", "rules": [{}]},
+            {"name": "block-admin", "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]},
+            {"name": "require-jwt", "rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]},
+            {"name": "would-deny-ping", "action": "DENY", "dryRun": True, "rules": [{"when": when_path("/ping")}]},
+        ],
+    })
+    tok = idp_clean.mint()
+    assert env.get("/data", token=tok).status_code == 200
+    assert env.get("/ping", token=tok).status_code == 200
+    assert env.get("/admin", token=tok).status_code == 403
+    assert env.get("/data").status_code == 403
+    assert env.get("/data", token=idp_clean.mint(exp_in=-3600)).status_code == 401
+    stats = {k.removeprefix("wasmcustom.meshgate."): v for k, v in env.stats("wasmcustom.meshgate").items() if v}
+    assert stats.pop("jwks_fetch.ok", 0) >= 1
+    assert stats == {
+        "allowed": 2,
+        "token_cache.miss": 2,
+        "token_cache.hit": 2,
+        "policy.ns_audit-all.audit": 4,
+        "policy.require-jwt.allowed": 2,
+        "policy.block-admin.denied": 1,
+        "denied.rbac_no_allow_match": 1,
+        "denied.expired": 1,
+        "policy.would-deny-ping.dry_run_would_deny": 1,
+        "policy.would-deny-ping.dry_run_would_allow": 3,
+    }, stats
