@@ -32,7 +32,8 @@ pub enum Decision {
 pub struct Forward {
     /// Present request headers to remove (client copies of headers we set, a consumed token).
     pub remove_headers: Vec<String>,
-    pub set_headers: Vec<(String, String)>,
+    /// Shared with the cached token: forwarding copies no header values.
+    pub set_headers: Vec<(Rc<str>, Rc<str>)>,
     /// The verified token policies saw (first valid one); `identity.principal()` for logs.
     pub verified: Option<Rc<VerifiedToken>>,
 }
@@ -83,12 +84,13 @@ impl Engine {
         let mut verified: Vec<Rc<VerifiedToken>> = Vec::new();
 
         // CORS preflight carries no credentials; Istio sets bypass_cors_preflight on jwt_authn.
-        let tokens = if is_cors_preflight(req) {
+        let preflight = is_cors_preflight(req);
+        let tokens = if preflight {
             Vec::new()
         } else {
             extract(req, &settings.locations)
         };
-        if tokens.is_empty() && settings.any_required && !is_cors_preflight(req) {
+        if tokens.is_empty() && settings.any_required && !preflight {
             return self.deny_authn(req, AuthnError::Missing, metrics);
         }
         // Every presented token must verify: a good token cannot carry a bad one past us.
@@ -134,7 +136,7 @@ impl Engine {
         for v in &verified {
             for (h, val) in &v.outputs {
                 forward.set_headers.retain(|(n, _)| n != h);
-                forward.set_headers.push((h.clone(), val.clone()));
+                forward.set_headers.push((Rc::clone(h), Rc::clone(val)));
             }
         }
 
@@ -354,11 +356,14 @@ fn verified_token(
     let mut outputs = Vec::new();
     for ch in &rule.claim_headers {
         if let Some(v) = identity.claim(&ch.claim).and_then(claim_header_value) {
-            outputs.push((ch.header.clone(), v));
+            outputs.push((Rc::from(ch.header.as_str()), Rc::from(v)));
         }
     }
     if let Some(h) = &rule.payload_header {
-        outputs.push((h.clone(), jwt.payload_b64.trim_end_matches('=').to_string()));
+        outputs.push((
+            Rc::from(h.as_str()),
+            Rc::from(jwt.payload_b64.trim_end_matches('=')),
+        ));
     }
     VerifiedToken {
         rule: rule_idx,

@@ -2,11 +2,12 @@
 
 use crate::config::{Location, LocationKind};
 use crate::request::RequestAttrs;
+use std::borrow::Cow;
 
-/// A token found in the request.
+/// A token found in the request (borrowed from it unless the query string had to be decoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extracted {
-    pub token: String,
+pub struct Extracted<'a> {
+    pub token: Cow<'a, str>,
     /// Index into `Settings::locations`.
     pub location: usize,
 }
@@ -32,7 +33,7 @@ fn after_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// Every token present in the request, in location order. Every value of a repeated header is
 /// considered: a request cannot hide a second token behind the first.
-pub fn extract(req: &RequestAttrs, locations: &[Location]) -> Vec<Extracted> {
+pub fn extract<'a>(req: &'a RequestAttrs, locations: &[Location]) -> Vec<Extracted<'a>> {
     let mut out = Vec::new();
     let mut params: Option<Vec<(String, String)>> = None;
     for (i, loc) in locations.iter().enumerate() {
@@ -42,7 +43,7 @@ pub fn extract(req: &RequestAttrs, locations: &[Location]) -> Vec<Extracted> {
                     if let Some(t) = after_prefix(v, prefix) {
                         if !t.is_empty() || prefix.is_empty() {
                             out.push(Extracted {
-                                token: t.to_string(),
+                                token: Cow::Borrowed(t),
                                 location: i,
                             });
                         }
@@ -53,7 +54,7 @@ pub fn extract(req: &RequestAttrs, locations: &[Location]) -> Vec<Extracted> {
                 let params = params.get_or_insert_with(|| parse_query(req.query()));
                 if let Some((_, v)) = params.iter().find(|(k, _)| k == name) {
                     out.push(Extracted {
-                        token: v.clone(),
+                        token: Cow::Owned(v.clone()),
                         location: i,
                     });
                 }
@@ -61,7 +62,7 @@ pub fn extract(req: &RequestAttrs, locations: &[Location]) -> Vec<Extracted> {
             LocationKind::Cookie(name) => {
                 if let Some(v) = cookie(req, name) {
                     out.push(Extracted {
-                        token: v.to_string(),
+                        token: Cow::Borrowed(v),
                         location: i,
                     });
                 }

@@ -23,7 +23,7 @@ pub struct VerifiedToken {
     pub rule: usize,
     pub identity: Identity,
     /// Headers to add upstream (claim and payload headers), computed once.
-    pub outputs: Vec<(String, String)>,
+    pub outputs: Vec<(Rc<str>, Rc<str>)>,
     pub exp: Option<u64>,
     pub nbf: Option<u64>,
     pub key_fingerprint: [u8; 32],

@@ -172,9 +172,9 @@ fn valid_token_forwards_with_claim_and_payload_headers() {
     let payload = f
         .set_headers
         .iter()
-        .find(|(h, _)| h == "x-jwt-payload")
+        .find(|(h, _)| &**h == "x-jwt-payload")
         .unwrap();
-    assert_eq!(payload.1, t.split('.').nth(1).unwrap());
+    assert_eq!(&*payload.1, t.split('.').nth(1).unwrap());
     assert_eq!(
         f.verified.map(|v| v.identity.principal()),
         Some(format!("{ISS}/u-1"))

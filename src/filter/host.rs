@@ -136,10 +136,14 @@ impl HostMetrics {
         let cached = match metric.slot() {
             Slot::Fixed(i) => self.fixed.get_mut(i)?,
             Slot::Policy(p, kind) => {
-                if !self.policy.contains_key(p) {
-                    self.policy.insert(p.into(), [None; POLICY_KINDS]);
+                // One lookup for a counter already defined (the request path).
+                if let Some(Some(id)) = self.policy.get(p).and_then(|ids| ids.get(kind)) {
+                    return Some(*id);
                 }
-                self.policy.get_mut(p)?.get_mut(kind)?
+                self.policy
+                    .entry(p.into())
+                    .or_insert([None; POLICY_KINDS])
+                    .get_mut(kind)?
             }
         };
         if cached.is_none() {
