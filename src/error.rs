@@ -28,10 +28,25 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Why a token (or the absence of one) was rejected. The `Display` strings are Envoy's
-/// jwt_verify_lib status strings where Envoy has one, so runbooks and alerts keep working.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthnError {
+/// Declares `AuthnError` and `AuthnError::ALL` from one list, so `ALL` is every variant in
+/// declaration order (metrics index counters by `variant as usize`).
+macro_rules! authn_errors {
+    ($($(#[$attr:meta])* $name:ident,)*) => {
+        /// Why a token (or the absence of one) was rejected. The `Display` strings are Envoy's
+        /// jwt_verify_lib status strings where Envoy has one, so runbooks and alerts keep working.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum AuthnError {
+            $($(#[$attr])* $name,)*
+        }
+
+        impl AuthnError {
+            /// Every variant, in declaration order.
+            pub const ALL: [AuthnError; [$(stringify!($name)),*].len()] = [$(AuthnError::$name),*];
+        }
+    };
+}
+
+authn_errors! {
     Missing,
     TooLarge,
     BadFormat,
@@ -128,43 +143,6 @@ impl AuthnError {
             JwksFetchFailed => "jwks_unavailable",
         }
     }
-
-    /// Every variant, for registering metrics up front.
-    pub const ALL: [AuthnError; 30] = {
-        use AuthnError::*;
-        [
-            Missing,
-            TooLarge,
-            BadFormat,
-            HeaderBadBase64,
-            HeaderBadJson,
-            HeaderBadAlg,
-            UnsupportedAlg,
-            SymmetricAlg,
-            HeaderBadKid,
-            PayloadBadBase64,
-            PayloadBadJson,
-            IssNotString,
-            SubNotString,
-            JtiNotString,
-            AudNotString,
-            IatNotInteger,
-            IatOutOfRange,
-            NbfNotInteger,
-            NbfOutOfRange,
-            ExpNotInteger,
-            ExpOutOfRange,
-            SignatureBadBase64,
-            UnknownIssuer,
-            Expired,
-            NotYetValid,
-            AudienceNotAllowed,
-            KidAlgMismatch,
-            NoValidKeys,
-            VerificationFails,
-            JwksFetchFailed,
-        ]
-    };
 }
 
 impl fmt::Display for AuthnError {
