@@ -235,6 +235,11 @@ struct Root {
     shared: Rc<RefCell<Shared>>,
 }
 
+/// A JWKS/discovery response reached the context (root or request) that dispatched it.
+fn fetch_response(ctx: &dyn Context, shared: &RefCell<Shared>, token: u32, body_size: usize) {
+    shared.borrow_mut().on_fetch_response(ctx, token, body_size);
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
@@ -243,9 +248,7 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let shared = self.shared.clone();
-        let mut s = shared.borrow_mut();
-        s.on_fetch_response(self, token_id, body_size);
+        fetch_response(self, &self.shared, token_id, body_size);
     }
 }
 
@@ -356,9 +359,7 @@ impl Context for Request {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let shared = self.shared.clone();
-        let mut s = shared.borrow_mut();
-        s.on_fetch_response(self, token_id, body_size);
+        fetch_response(self, &self.shared, token_id, body_size);
     }
 
     fn on_done(&mut self) -> bool {
