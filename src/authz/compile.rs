@@ -32,6 +32,26 @@ enum Attr {
 }
 
 /// A `x` / `notX` field pair: values, negated values, both names, and the attribute they match.
+/// `from` / `to` of a rule: its key, the key of its items, and the message for an empty list.
+struct Clause {
+    name: &'static str,
+    key: &'static str,
+    empty_message: &'static str,
+}
+
+impl Clause {
+    const FROM: Clause = Clause {
+        name: "from",
+        key: "source",
+        empty_message: "`from` must not be empty (omit it to match any source)",
+    };
+    const TO: Clause = Clause {
+        name: "to",
+        key: "operation",
+        empty_message: "`to` must not be empty (omit it to match any operation)",
+    };
+}
+
 type FieldSpec<'a> = (&'a [String], &'a [String], &'static str, &'static str, Attr);
 
 pub(crate) fn compile_policies(
@@ -116,47 +136,16 @@ impl Compiler {
     }
 
     fn rule(&mut self, r: &RuleConfig, path: &str) -> Rule {
-        let mut rule = Rule {
-            from: Vec::new(),
-            to: Vec::new(),
-            when: Vec::new(),
-        };
-        if let Some(from) = &r.from {
-            if from.is_empty() {
-                self.err(
-                    format!("{path}.from"),
-                    "`from` must not be empty (omit it to match any source)",
-                );
-            }
-            for (k, f) in from.iter().enumerate() {
-                let p = format!("{path}.from[{k}].source");
-                match &f.source {
-                    Some(s) => rule.from.push(self.source(s, &p)),
-                    None => self.err(p, "`source` must be set"),
-                }
-            }
-        }
-        if let Some(to) = &r.to {
-            if to.is_empty() {
-                self.err(
-                    format!("{path}.to"),
-                    "`to` must not be empty (omit it to match any operation)",
-                );
-            }
-            for (k, t) in to.iter().enumerate() {
-                let p = format!("{path}.to[{k}].operation");
-                match &t.operation {
-                    Some(o) => rule.to.push(self.operation(o, &p)),
-                    None => self.err(p, "`operation` must be set"),
-                }
-            }
-        }
-        for (k, w) in r.when.iter().enumerate() {
-            if let Some(cond) = self.condition(w, &format!("{path}.when[{k}]")) {
-                rule.when.push(cond);
-            }
-        }
-        rule
+        let from = self.clauses(r.from.as_deref(), path, Clause::FROM, |c, f, p| {
+            f.source.as_ref().map(|s| c.source(s, p))
+        });
+        let to = self.clauses(r.to.as_deref(), path, Clause::TO, |c, t, p| {
+            t.operation.as_ref().map(|o| c.operation(o, p))
+        });
+        let when = (r.when.iter().enumerate())
+            .filter_map(|(k, w)| self.condition(w, &format!("{path}.when[{k}]")))
+            .collect();
+        Rule { from, to, when }
     }
 
     fn source(&mut self, s: &SourceConfig, path: &str) -> Vec<Cond> {
@@ -198,13 +187,7 @@ impl Compiler {
                 Attr::RemoteIp,
             ),
         ];
-        let conds: Vec<Cond> = fields
-            .into_iter()
-            .filter_map(|(values, not_values, name, not_name, attr)| {
-                let names = (format!("{path}.{name}"), format!("{path}.{not_name}"));
-                self.field(&attr, &names, values, not_values)
-            })
-            .collect();
+        let conds = self.fields(fields, path);
         let has_ip_blocks = !s.ip_blocks.is_empty() || !s.not_ip_blocks.is_empty();
         if conds.is_empty() && !has_ip_blocks {
             self.err(path, "`source` must not be empty");
@@ -225,13 +208,7 @@ impl Compiler {
             ),
             (&o.paths, &o.not_paths, "paths", "notPaths", Attr::Path),
         ];
-        let conds: Vec<Cond> = fields
-            .into_iter()
-            .filter_map(|(values, not_values, name, not_name, attr)| {
-                let names = (format!("{path}.{name}"), format!("{path}.{not_name}"));
-                self.field(&attr, &names, values, not_values)
-            })
-            .collect();
+        let conds = self.fields(fields, path);
         if conds.is_empty() {
             self.err(path, "`operation` must not be empty");
         }
@@ -261,6 +238,43 @@ impl Compiler {
     }
 
     /// Compiles one `x` / `notX` pair into a `Cond` (nothing when both are empty).
+    /// `from` or `to`: a list that must not be empty, whose items must set their one key.
+    fn clauses<T>(
+        &mut self,
+        list: Option<&[T]>,
+        path: &str,
+        clause: Clause,
+        compile: impl Fn(&mut Self, &T, &str) -> Option<Vec<Cond>>,
+    ) -> Vec<Vec<Cond>> {
+        let Some(list) = list else {
+            return Vec::new();
+        };
+        let (name, key) = (clause.name, clause.key);
+        if list.is_empty() {
+            self.err(format!("{path}.{name}"), clause.empty_message);
+        }
+        let mut out = Vec::new();
+        for (k, item) in list.iter().enumerate() {
+            let p = format!("{path}.{name}[{k}].{key}");
+            match compile(self, item, &p) {
+                Some(conds) => out.push(conds),
+                None => self.err(p, format!("`{key}` must be set")),
+            }
+        }
+        out
+    }
+
+    /// The conditions of the fields that are set (each a values/notValues pair).
+    fn fields(&mut self, fields: [FieldSpec<'_>; 4], path: &str) -> Vec<Cond> {
+        fields
+            .into_iter()
+            .filter_map(|(values, not_values, name, not_name, attr)| {
+                let names = (format!("{path}.{name}"), format!("{path}.{not_name}"));
+                self.field(&attr, &names, values, not_values)
+            })
+            .collect()
+    }
+
     fn field(
         &mut self,
         attr: &Attr,
