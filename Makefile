@@ -58,8 +58,9 @@ cli:
 	$(CARGO) build --release --locked --features cli --bin meshgate
 	@ls -l target/release/meshgate
 
-## test: every test layer
-test: lint build test-native test-e2e
+## test: every test layer. Sets the machine up first (like `make run`): lint needs the wasm target.
+test: $(VENV)/.setup-done
+	$(MAKE) lint build test-native test-e2e
 
 test-native:
 	$(CARGO) test --locked
@@ -107,7 +108,7 @@ push: oci
 	python3 wasm-plugin/push_oci.py --layouts $(OCI_DIR) --registry $(REGISTRY) --tag $(TAG) \
 	  --tool $(PUSH_TOOL) --pin $(PIN) --kustomize-dir istio/image $(PUSH_ARGS)
 
-lint:
+lint: $(VENV)/.setup-done
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets --features cli -- -D warnings
 	$(CARGO) clippy --locked --lib --target $(TARGET) -- -D warnings

@@ -1,4 +1,4 @@
-//! Runs every JWT/JWKS vector of ../shared/conformance/jwt-vectors through the core verifier,
+//! Runs every JWT/JWKS vector of tests/conformance/jwt-vectors (provenance in its README) through the core verifier,
 //! with both signature backends (in-wasm crypto, and the host protocol through a software
 //! stand-in for Envoy's `verify_signature`). The verdict must equal `envoy_expect` when the
 //! vector has one, else `expect` — except the intended divergences listed in `divergence()`.
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 fn vectors_dir() -> PathBuf {
     match std::env::var_os("MESHGATE_VECTORS") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/jwt-vectors"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/jwt-vectors"),
     }
 }
 
