@@ -2,11 +2,12 @@
 //! backend go in; a decision (forward with header changes, reply, or wait for keys) comes out.
 
 use crate::authz::{Action, AuthzDecision, DryRunOutcome};
+use crate::calls::{CallId, HttpCall, WaitKey};
 use crate::config::{JwtRule, LocationKind, Settings};
 use crate::error::{AuthnError, Denial, Reply};
 use crate::extract::extract;
 use crate::identity::Identity;
-use crate::jwks::{FetchId, FetchRequest, KeyLookup, KeyStore};
+use crate::jwks::{KeyLookup, KeyStore};
 use crate::jwt::crypto::SignatureBackend;
 use crate::jwt::verify::{check_claims, check_time, verify_signature, ClaimRules};
 use crate::jwt::{self, UntrustedJwt};
@@ -23,9 +24,28 @@ pub enum Decision {
     Forward(Forward),
     /// Reply locally (401/403).
     Respond(Reply),
-    /// Keys are being fetched: pause the request and run it again when a fetch completes.
-    /// The listed fetches were started by this request and must be dispatched now.
-    Wait(Vec<FetchRequest>),
+    /// Pause the request and run it again when one of the awaited resources settles.
+    Wait(Wait),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wait {
+    /// What the request waits for; it is re-run only when one of these settles.
+    pub on: Vec<WaitKey>,
+    /// Calls this request started: the adapter must send them.
+    pub calls: Vec<HttpCall>,
+    /// How long the request may stay paused in all (the longest `timeout` of the rules it
+    /// waits for), counted from when it was first paused.
+    pub timeout_ms: u64,
+}
+
+/// What a call response changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Settled {
+    /// Resources now usable or failed for good: wake the requests waiting for them.
+    pub settled: Vec<WaitKey>,
+    /// Follow-up calls to send (JWKS after discovery).
+    pub calls: Vec<HttpCall>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -42,7 +62,8 @@ pub struct Forward {
 enum TokenResult {
     Valid(Rc<VerifiedToken>),
     Invalid(AuthnError),
-    Wait(Option<FetchRequest>),
+    /// Keys of this rule are being fetched; the call is set when this token started it.
+    Wait(usize, Option<HttpCall>),
 }
 
 pub struct Engine {
@@ -94,8 +115,7 @@ impl Engine {
             return self.deny_authn(req, AuthnError::Missing, metrics);
         }
         // Every presented token must verify: a good token cannot carry a bad one past us.
-        let mut fetches = Vec::new();
-        let mut waiting = false;
+        let mut wait: Option<Wait> = None;
         for t in &tokens {
             match self.authenticate(&t.token, t.location, now_ms, crypto, metrics) {
                 TokenResult::Valid(v) => {
@@ -124,14 +144,25 @@ impl Engine {
                     }
                     return self.deny_authn(req, err, metrics);
                 }
-                TokenResult::Wait(f) => {
-                    waiting = true;
-                    fetches.extend(f);
+                TokenResult::Wait(rule, call) => {
+                    let w = wait.get_or_insert_with(|| Wait {
+                        on: Vec::new(),
+                        calls: Vec::new(),
+                        timeout_ms: 0,
+                    });
+                    let key = WaitKey::Keys(rule);
+                    if !w.on.contains(&key) {
+                        w.on.push(key);
+                    }
+                    w.calls.extend(call);
+                    w.timeout_ms = w
+                        .timeout_ms
+                        .max(settings.rules[rule].timeout.as_millis() as u64);
                 }
             }
         }
-        if waiting {
-            return Decision::Wait(fetches);
+        if let Some(w) = wait {
+            return Decision::Wait(w);
         }
         for v in &verified {
             for (h, val) in &v.outputs {
@@ -243,7 +274,7 @@ impl Engine {
         }
         let keys = match self.keys.lookup(rule_idx, now_ms) {
             KeyLookup::Ready(k) => k,
-            KeyLookup::Wait(f) => return TokenResult::Wait(f),
+            KeyLookup::Wait(f) => return TokenResult::Wait(rule_idx, f),
             KeyLookup::Unavailable => return TokenResult::Invalid(AuthnError::JwksFetchFailed),
         };
         match verify_signature(&jwt, &keys, crypto) {
@@ -253,27 +284,28 @@ impl Engine {
                 TokenResult::Valid(entry)
             }
             Err(AuthnError::KidAlgMismatch) => match self.keys.kid_miss(rule_idx, now_ms) {
-                Some(f) => TokenResult::Wait(f),
+                Some(f) => TokenResult::Wait(rule_idx, f),
                 None => TokenResult::Invalid(AuthnError::KidAlgMismatch),
             },
             Err(e) => TokenResult::Invalid(e),
         }
     }
 
-    /// Periodic work: fetches to dispatch now.
-    pub fn on_tick(&mut self, now_ms: u64) -> Vec<FetchRequest> {
+    /// Periodic work: calls to send now.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<HttpCall> {
         self.keys.due_fetches(now_ms)
     }
 
-    /// A fetch response arrived (`status` None: no HTTP response). Returns follow-up fetches.
-    pub fn on_fetch_response(
+    /// A call response arrived (`status` None: no HTTP response, e.g. a timeout).
+    pub fn on_call_response(
         &mut self,
-        id: FetchId,
+        id: CallId,
         status: Option<u32>,
         body: &[u8],
         now_ms: u64,
         metrics: &mut dyn MetricSink,
-    ) -> Vec<FetchRequest> {
+    ) -> Settled {
+        let CallId::Keys(id) = id;
         let outcome = self.keys.on_response(id, status, body, now_ms);
         let issuer = self
             .settings
@@ -293,18 +325,30 @@ impl Engine {
             self.cache
                 .retain_keys(*rule, |fp| keys.contains_fingerprint(fp));
         }
-        outcome.next.into_iter().collect()
+        // Discovery that succeeded moves on to the JWKS: the keys are not settled yet.
+        let settled = if outcome.next.is_none() {
+            vec![WaitKey::Keys(id.rule)]
+        } else {
+            Vec::new()
+        };
+        Settled {
+            settled,
+            calls: outcome.next.into_iter().collect(),
+        }
     }
 
-    /// `dispatch_http_call` itself failed for this fetch.
-    pub fn on_fetch_dispatch_failed(
+    /// The host refused to send this call (unknown cluster, bad argument): it failed. Returns
+    /// the resources that are now settled (failed).
+    pub fn on_call_dispatch_failed(
         &mut self,
-        id: FetchId,
+        id: CallId,
         now_ms: u64,
         metrics: &mut dyn MetricSink,
-    ) {
+    ) -> Vec<WaitKey> {
+        let CallId::Keys(id) = id;
         metrics.increment(Metric::JwksFetchFailed);
         self.keys.on_dispatch_failed(id, now_ms);
+        vec![WaitKey::Keys(id.rule)]
     }
 }
 

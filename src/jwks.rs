@@ -1,8 +1,9 @@
 //! Per-issuer key state: one in-flight fetch per issuer, refresh before expiry, last-good keys
 //! kept through outages, exponential backoff after failures, and an unknown-`kid` refetch limited
 //! to once per cooldown so random kids cannot amplify traffic to the IdP. Pure: time is an input,
-//! fetches are returned as requests for the adapter to dispatch.
+//! fetches are returned as [`HttpCall`]s for the adapter to dispatch.
 
+use crate::calls::{CallId, HttpCall};
 use crate::config::{http_target, HttpTarget, KeySource, Settings};
 use crate::jwt::jwk::{parse_jwks, KeySet};
 use std::rc::Rc;
@@ -11,8 +12,8 @@ use std::time::Duration;
 /// First retry delay after a failed fetch; doubles per failure up to `MAX_BACKOFF_MS`.
 const MIN_BACKOFF_MS: u64 = 1_000;
 const MAX_BACKOFF_MS: u64 = 10_000;
-/// A fetch whose response never arrived (e.g. the context that dispatched it went away) is
-/// considered failed this long after its own timeout.
+/// A fetch whose response never arrived (the host lost it) is considered failed this long after
+/// its own timeout: a safety net, since every dispatched call ends with a response or a timeout.
 const STUCK_GRACE_MS: u64 = 2_000;
 /// Largest discovery document accepted.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
@@ -30,22 +31,13 @@ pub struct FetchId {
     pub phase: Phase,
 }
 
-/// An HTTP GET for the adapter to send with `dispatch_http_call`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchRequest {
-    pub id: FetchId,
-    pub cluster: String,
-    pub headers: Vec<(String, String)>,
-    pub timeout: Duration,
-}
-
 /// What a request verifying a token with this rule can do now.
 #[derive(Debug, Clone)]
 pub enum KeyLookup {
     Ready(Rc<KeySet>),
     /// No keys yet; a fetch is in flight (the request should wait for it). The fetch to
     /// dispatch is returned when this call started it.
-    Wait(Option<FetchRequest>),
+    Wait(Option<HttpCall>),
     /// No keys, and the last fetch failed recently (backoff): fail closed now.
     Unavailable,
 }
@@ -54,7 +46,7 @@ pub enum KeyLookup {
 #[derive(Debug, Default)]
 pub struct FetchOutcome {
     /// A follow-up fetch to dispatch (JWKS after discovery).
-    pub next: Option<FetchRequest>,
+    pub next: Option<HttpCall>,
     /// Set when new keys replaced the old ones: (rule, new keys).
     pub updated: Option<(usize, Rc<KeySet>)>,
     /// Set when this fetch failed, with the reason (for logs and metrics).
@@ -145,7 +137,7 @@ impl KeyStore {
     /// A token's `kid` (or alg) matched no key: refetch once per cooldown. Returns
     /// `Some(fetch)` when the request should wait (fetch started now, or `None` inside when one
     /// is already in flight), `None` when no refetch is allowed and the token must be rejected.
-    pub fn kid_miss(&mut self, rule: usize, now_ms: u64) -> Option<Option<FetchRequest>> {
+    pub fn kid_miss(&mut self, rule: usize, now_ms: u64) -> Option<Option<HttpCall>> {
         self.unstick(rule, now_ms);
         let st = self.issuers.get_mut(rule)?;
         if st.inline {
@@ -168,7 +160,7 @@ impl KeyStore {
 
     /// Periodic work (root context tick, and once at configure): fetch keys never fetched,
     /// refresh keys before they go stale, retry after backoff.
-    pub fn due_fetches(&mut self, now_ms: u64) -> Vec<FetchRequest> {
+    pub fn due_fetches(&mut self, now_ms: u64) -> Vec<HttpCall> {
         let mut out = Vec::new();
         for rule in 0..self.issuers.len() {
             self.unstick(rule, now_ms);
@@ -264,7 +256,7 @@ impl KeyStore {
         outcome
     }
 
-    fn start(&mut self, rule: usize, now_ms: u64) -> Option<FetchRequest> {
+    fn start(&mut self, rule: usize, now_ms: u64) -> Option<HttpCall> {
         let st = self.issuers.get_mut(rule)?;
         let (phase, target) = match (&st.jwks_target, &st.discovery) {
             (Some(t), _) => (Phase::Jwks, t.clone()),
@@ -272,8 +264,8 @@ impl KeyStore {
             (None, None) => return None,
         };
         st.in_flight = Some((phase, now_ms));
-        Some(FetchRequest {
-            id: FetchId { rule, phase },
+        Some(HttpCall {
+            id: CallId::Keys(FetchId { rule, phase }),
             cluster: target.cluster,
             headers: vec![
                 (":method".into(), "GET".into()),
@@ -291,6 +283,7 @@ impl KeyStore {
                 ("accept".into(), "application/json".into()),
                 ("user-agent".into(), "meshgate".into()),
             ],
+            body: None,
             timeout: st.timeout,
         })
     }
@@ -351,6 +344,12 @@ fn discovered_jwks_target(
 mod tests {
     use super::*;
 
+    fn id(c: &HttpCall) -> FetchId {
+        match c.id {
+            CallId::Keys(f) => f,
+        }
+    }
+
     const N: &str = "up97uqrF9MWOPaPkwSaBeuAPLOr9FKcaWGdVEGzQ4f3Zq5WKVZowx9TCBxmImNJ1qmUi13pB8otwM_l5lfY1AFBMxVbQCUXntLovhDaiSvYp4wGDjFzQiYA-pUq8h6MUZBnhleYrkU7XlCBwNVyN8qNMkpLA7KFZYz-486GnV2NIJJx_4BGa3HdKwQGxi2tjuQsQvao5W4xmSVaaEWopBwMy2QmlhSFQuPUpTaywTqUcUq_6SfAHhZ4IDa_FxEd2c2z8gFGtfst9cY3lRYf-c_ZdboY3mqN9Su3-j3z5r2SHWlhB_LNAjyWlBGsvbGPlTqDziYQwZN4aGsqVKQb9Vw";
 
     fn jwks(kid: &str) -> Vec<u8> {
@@ -383,7 +382,7 @@ mod tests {
             matches!(ks.lookup(0, 1), KeyLookup::Wait(None)),
             "coalesced"
         );
-        let out = ks.on_response(f.id, Some(200), &jwks("a"), 2);
+        let out = ks.on_response(id(&f), Some(200), &jwks("a"), 2);
         assert!(out.updated.is_some() && out.failed.is_none());
         assert!(matches!(ks.lookup(0, 3), KeyLookup::Ready(_)));
     }
@@ -394,7 +393,7 @@ mod tests {
         let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
             panic!()
         };
-        assert!(ks.on_response(f.id, None, b"", 10).failed.is_some());
+        assert!(ks.on_response(id(&f), None, b"", 10).failed.is_some());
         assert!(
             matches!(ks.lookup(0, 20), KeyLookup::Unavailable),
             "fail closed during backoff"
@@ -403,12 +402,12 @@ mod tests {
         let due = ks.due_fetches(1_010);
         assert_eq!(due.len(), 1);
         assert!(ks
-            .on_response(due[0].id, Some(503), b"", 1_020)
+            .on_response(id(&due[0]), Some(503), b"", 1_020)
             .failed
             .is_some());
         assert!(ks.due_fetches(2_500).is_empty(), "second backoff is 2s");
         let due = ks.due_fetches(3_100);
-        ks.on_response(due[0].id, Some(200), &jwks("a"), 3_200);
+        ks.on_response(id(&due[0]), Some(200), &jwks("a"), 3_200);
         assert!(matches!(ks.lookup(0, 3_300), KeyLookup::Ready(_)));
     }
 
@@ -418,11 +417,11 @@ mod tests {
         let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
             panic!()
         };
-        ks.on_response(f.id, Some(200), &jwks("a"), 0);
+        ks.on_response(id(&f), Some(200), &jwks("a"), 0);
         assert!(ks.due_fetches(89_000).is_empty(), "refresh at 90% of 100s");
         let due = ks.due_fetches(90_000);
         assert_eq!(due.len(), 1);
-        ks.on_response(due[0].id, Some(500), b"", 90_001);
+        ks.on_response(id(&due[0]), Some(500), b"", 90_001);
         assert!(
             matches!(ks.lookup(0, 200_000), KeyLookup::Ready(_)),
             "last-good keys kept"
@@ -435,14 +434,14 @@ mod tests {
         let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
             panic!()
         };
-        ks.on_response(f.id, Some(200), &jwks("a"), 0);
+        ks.on_response(id(&f), Some(200), &jwks("a"), 0);
         for body in [
             &b"<html>"[..],
             br#"{"keys":[]}"#,
             br#"{"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"}]}"#,
         ] {
             let due = ks.due_fetches(1_000_000);
-            let out = ks.on_response(due[0].id, Some(200), body, 1_000_000);
+            let out = ks.on_response(id(&due[0]), Some(200), body, 1_000_000);
             assert!(out.failed.is_some());
             let KeyLookup::Ready(k) = ks.lookup(0, 1_000_001) else {
                 panic!()
@@ -458,7 +457,7 @@ mod tests {
         let KeyLookup::Wait(Some(f)) = ks.lookup(0, 0) else {
             panic!()
         };
-        ks.on_response(f.id, Some(200), &jwks("a"), 0);
+        ks.on_response(id(&f), Some(200), &jwks("a"), 0);
         let Some(Some(f)) = ks.kid_miss(0, 1_000) else {
             panic!()
         };
@@ -466,7 +465,7 @@ mod tests {
             matches!(ks.kid_miss(0, 1_001), Some(None)),
             "waits on the in-flight refetch"
         );
-        ks.on_response(f.id, Some(200), &jwks("b"), 1_100);
+        ks.on_response(id(&f), Some(200), &jwks("b"), 1_100);
         assert!(ks.kid_miss(0, 2_000).is_none(), "cooldown");
         assert!(ks.kid_miss(0, 30_999).is_none());
         assert!(matches!(ks.kid_miss(0, 31_000), Some(Some(_))));
@@ -476,21 +475,21 @@ mod tests {
     fn discovery_then_jwks() {
         let mut ks = store(r#"{"issuer":"http://kc.local/realms/r"}"#);
         let due = ks.due_fetches(0);
-        assert_eq!(due[0].id.phase, Phase::Discovery);
+        assert_eq!(id(&due[0]).phase, Phase::Discovery);
         assert!(due[0].headers.contains(&(
             ":path".into(),
             "/realms/r/.well-known/openid-configuration".into()
         )));
         let out = ks.on_response(
-            due[0].id,
+            id(&due[0]),
             Some(200),
             br#"{"issuer":"http://kc.local/realms/r","jwks_uri":"http://kc.local:8080/realms/r/protocol/openid-connect/certs"}"#,
             5,
         );
         let next = out.next.unwrap();
-        assert_eq!(next.id.phase, Phase::Jwks);
+        assert_eq!(id(&next).phase, Phase::Jwks);
         assert_eq!(next.cluster, "outbound|8080||kc.local");
-        ks.on_response(next.id, Some(200), &jwks("a"), 6);
+        ks.on_response(id(&next), Some(200), &jwks("a"), 6);
         assert!(matches!(ks.lookup(0, 7), KeyLookup::Ready(_)));
     }
 
@@ -506,7 +505,7 @@ mod tests {
             "5s timeout + 2s grace"
         );
         assert!(
-            ks.on_response(f.id, Some(200), &jwks("a"), 7_002)
+            ks.on_response(id(&f), Some(200), &jwks("a"), 7_002)
                 .updated
                 .is_none(),
             "late response ignored"

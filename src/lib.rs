@@ -4,6 +4,7 @@
 //! `filter` is the thin proxy-wasm adapter and only exists on wasm32.
 
 pub mod authz;
+pub mod calls;
 pub mod config;
 pub mod duration;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod request;
 pub mod token_cache;
+pub mod vm;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -4,59 +4,22 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use meshgate::calls::HttpCall;
 use meshgate::config::Settings;
+use meshgate::engine::Wait;
 use meshgate::engine::{Decision, Engine};
-use meshgate::jwks::FetchRequest;
-use meshgate::jwt::b64url_encode;
 use meshgate::jwt::crypto::WasmCrypto;
 use meshgate::metrics::CountingSink;
 use meshgate::request::RequestAttrs;
-use p256::ecdsa::{signature::Signer, Signature, SigningKey};
 use serde_json::{json, Value};
 use std::rc::Rc;
+
+mod common;
+use common::keys::{jwks, Key};
 
 const ISS: &str = "http://keycloak.keycloak.svc.cluster.local/realms/myrealm";
 const ISS2: &str = "http://keycloak.keycloak.svc.cluster.local/realms/other";
 const NOW: u64 = 1_800_000_000;
-
-struct Key {
-    kid: String,
-    sk: SigningKey,
-}
-
-impl Key {
-    fn new(kid: &str, seed: u8) -> Key {
-        let mut bytes = [seed; 32];
-        bytes[0] = 1;
-        Key {
-            kid: kid.into(),
-            sk: SigningKey::from_bytes(&bytes.into()).unwrap(),
-        }
-    }
-
-    fn jwk(&self) -> Value {
-        let point = self.sk.verifying_key().to_encoded_point(false);
-        json!({"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":self.kid,
-               "x": b64url_encode(point.x().unwrap()), "y": b64url_encode(point.y().unwrap())})
-    }
-
-    fn sign(&self, claims: Value) -> String {
-        let header = json!({"alg":"ES256","typ":"JWT","kid":self.kid});
-        let input = format!(
-            "{}.{}",
-            b64url_encode(header.to_string().as_bytes()),
-            b64url_encode(claims.to_string().as_bytes())
-        );
-        let sig: Signature = self.sk.sign(input.as_bytes());
-        format!("{input}.{}", b64url_encode(&sig.to_bytes()))
-    }
-}
-
-fn jwks(keys: &[&Key]) -> Vec<u8> {
-    json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()})
-        .to_string()
-        .into_bytes()
-}
 
 fn claims(iss: &str) -> Value {
     json!({"iss": iss, "sub": "u-1", "aud": ["my-backend-client", "account"], "azp": "frontend",
@@ -109,13 +72,14 @@ impl Run {
     }
     fn respond(
         &mut self,
-        f: &FetchRequest,
+        f: &HttpCall,
         status: Option<u32>,
         body: &[u8],
         now_s: u64,
-    ) -> Vec<FetchRequest> {
+    ) -> Vec<HttpCall> {
         self.e
-            .on_fetch_response(f.id, status, body, now_s * 1000, &mut self.m)
+            .on_call_response(f.id, status, body, now_s * 1000, &mut self.m)
+            .calls
     }
 }
 
@@ -137,7 +101,7 @@ fn body(d: &Decision) -> &str {
 fn ready(key: &Key) -> Run {
     let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
     let t = key.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&t)), NOW) else {
         panic!("first request must wait for keys")
     };
     assert_eq!(f.len(), 1);
@@ -281,11 +245,11 @@ fn concurrent_first_requests_share_one_fetch() {
     let key = Key::new("k1", 7);
     let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
     let t = key.sign(claims(ISS));
-    let Decision::Wait(first) = run.req(&get(Some(&t)), NOW) else {
+    let Decision::Wait(Wait { calls: first, .. }) = run.req(&get(Some(&t)), NOW) else {
         panic!()
     };
     for _ in 0..10 {
-        let Decision::Wait(more) = run.req(&get(Some(&t)), NOW) else {
+        let Decision::Wait(Wait { calls: more, .. }) = run.req(&get(Some(&t)), NOW) else {
             panic!()
         };
         assert!(more.is_empty(), "no second fetch while one is in flight");
@@ -304,7 +268,7 @@ fn idp_down_fails_closed_then_recovers_without_restart() {
     let key = Key::new("k1", 7);
     let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
     let t = key.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&t)), NOW) else {
         panic!()
     };
     run.respond(&f[0], None, b"", NOW);
@@ -324,7 +288,7 @@ fn rotated_key_is_fetched_once_and_random_kids_do_not_amplify() {
     let new = Key::new("new", 9);
     let mut run = ready(&old);
     let t = new.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW + 1) else {
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&t)), NOW + 1) else {
         panic!("unknown kid triggers a refetch")
     };
     assert_eq!(f.len(), 1);
@@ -335,7 +299,7 @@ fn rotated_key_is_fetched_once_and_random_kids_do_not_amplify() {
     for i in 0..50 {
         let fake = Key::new(&format!("rand-{i}"), 11);
         match run.req(&get(Some(&fake.sign(claims(ISS)))), NOW + 2) {
-            Decision::Wait(f) => fetches += f.len(),
+            Decision::Wait(w) => fetches += w.calls.len(),
             Decision::Respond(r) => {
                 assert_eq!(r.body, "Jwks doesn't have key to match kid or alg from Jwt")
             }
@@ -387,11 +351,11 @@ fn two_issuers_query_param_and_all_tokens_must_verify() {
     let mut run = Run::new(json!({"jwtRules": [remote_rule(), rule2]}));
     let t1 = k1.sign(claims(ISS));
     let t2 = k2.sign(claims(ISS2));
-    let Decision::Wait(f) = run.req(&get(Some(&t1)), NOW) else {
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&t1)), NOW) else {
         panic!()
     };
     run.respond(&f[0], Some(200), &jwks(&[&k1]), NOW);
-    let Decision::Wait(f) = run.req(&get(Some(&t2)), NOW) else {
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&t2)), NOW) else {
         panic!()
     };
     assert!(f[0].headers.contains(&(
@@ -415,7 +379,7 @@ fn two_issuers_query_param_and_all_tokens_must_verify() {
     // A token of issuer 1 signed by issuer 2's key fails.
     // (its kid is unknown to issuer 1: one refetch, then a definite 401).
     let forged = k2.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&forged)), NOW + 100) else {
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&forged)), NOW + 100) else {
         panic!()
     };
     run.respond(&f[0], Some(200), &jwks(&[&k1]), NOW + 100);
@@ -439,7 +403,7 @@ fn reference_policy_end_to_end() {
         json!({"jwtRules": [remote_rule()], "policies": [policy], "insufficientScopeChallenge": true}),
     );
     let t = key.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&t)), NOW) else {
         panic!()
     };
     run.respond(&f[0], Some(200), &jwks(&[&key]), NOW);

@@ -2,7 +2,7 @@
 
 use crate::authz::ConnectionNeeds;
 use crate::engine::Forward;
-use crate::error::{AuthnError, Denial, Reply, ReplyOptions};
+use crate::error::{AuthnError, Reply};
 use crate::metrics::{Metric, MetricSink, Slot, FIXED_SLOTS, POLICY_KINDS};
 use crate::request::RequestAttrs;
 use foldhash::fast::FixedState;
@@ -100,11 +100,6 @@ pub fn send_reply(reply: &Reply) {
     }
 }
 
-/// A 401/403 for a token failure decided outside the engine (waits that ran out).
-pub fn reply_authn(req: &RequestAttrs, err: AuthnError, opts: &ReplyOptions) {
-    send_reply(&Denial::Authn(err).to_reply(&crate::engine::realm(req), opts));
-}
-
 /// proxy-wasm counters, defined on first use. Ids are kept by [`Slot`] (an array index, or the
 /// policy name and kind) so counting on the request path neither formats nor hashes a stat name.
 pub struct HostMetrics {
@@ -167,10 +162,6 @@ impl HostMetrics {
         {
             self.id(m);
         }
-    }
-
-    pub fn count_denied(&mut self, err: AuthnError) {
-        self.increment(Metric::Denied(err));
     }
 }
 

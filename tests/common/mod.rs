@@ -3,6 +3,8 @@
 
 use meshgate::jwt::host_sig::{decode_args, VerifyArgs};
 
+pub mod keys;
+
 /// A software stand-in for Envoy's `verify_signature` foreign function: it decodes the protobuf
 /// arguments and verifies with independent RustCrypto decoders (`rsa` and `p256`/`p384` DER
 /// parsers), the way the host does with BoringSSL — so the SPKI and signature encodings meshgate

@@ -47,7 +47,7 @@ Test-control endpoints (development only; no authentication; loopback only):
   POST /_admin/jwks-mode?realm=R&mode=M[&delay=S]     M = normal | keycloak_default (RS256 sig + RSA-OAEP
         enc only, what a fresh Keycloak realm publishes) | sig_first (normal, but sig keys before the enc key)
         | sig_only (no enc key) | empty ({"keys": []}) | error500 | slow (normal after `delay` s, default 5,
-        max 60) | garbage (200 application/json with a non-JSON body) | notfound (404)
+        max 60) | slow_error500 (500 after `delay` s) | garbage (200 application/json with a non-JSON body) | notfound (404)
   POST /_admin/mint   JSON body, all optional:
         realm          "myrealm" (default: the realm of --realm-file)
         user           "alice" (default) - Keycloak claims for that user, as the `password` grant builds them
@@ -839,15 +839,15 @@ class Handler(BaseHTTPRequestHandler):
     def _certs(self, realm: Realm) -> None:
         self.idp.count("jwks_fetches", realm.name)
         mode = realm.jwks_mode
-        if mode == "error500":
+        if mode in ("slow", "slow_error500"):
+            time.sleep(max(0.0, min(realm.jwks_delay, 60.0)))
+        if mode in ("error500", "slow_error500"):
             self._json(500, {"error": "unknown_error"})
         elif mode == "notfound":
             self._json(404, {"error": "Unable to find matching target resource method"})
         elif mode == "garbage":
             self._send(200, b'{"keys": [ this is not json', "application/json")
         else:
-            if mode == "slow":
-                time.sleep(max(0.0, min(realm.jwks_delay, 60.0)))
             self._json(200, realm.jwks(mode))
 
     # ---- client authentication --------------------------------------------------------------------------
@@ -1205,7 +1205,7 @@ class Handler(BaseHTTPRequestHandler):
         elif what == "jwks-mode" and method == "POST":
             r = self._admin_realm(q)
             mode = q.get("mode", "normal")
-            if mode not in ("normal", "keycloak_default", "sig_first", "sig_only", "empty", "error500", "slow",
+            if mode not in ("normal", "keycloak_default", "sig_first", "sig_only", "empty", "error500", "slow", "slow_error500",
                             "garbage", "notfound"):
                 raise OAuthError(400, "invalid_request", f"unknown mode {mode!r}")
             with r.lock:

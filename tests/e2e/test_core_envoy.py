@@ -304,3 +304,44 @@ def test_counters_per_reason_and_per_policy(start_meshgate, idp_clean):
         "policy.would-deny-ping.dry_run_would_deny": 1,
         "policy.would-deny-ping.dry_run_would_allow": 3,
     }, stats
+
+
+def test_slow_issuer_request_waits_for_its_own_keys_only(start_meshgate, tmp_path):
+    """Issue "wakeup": six issuers found by discovery; five JWKS answer after ~1 s, the sixth after ~2.5 s
+    (its timeout is 5 s). A token of the sixth issuer sent right after Envoy is ready gets 200, as native
+    jwt_authn answers: the other issuers' discovery and JWKS responses must not use up its wait."""
+    import time
+    realms = ["myrealm", "r1", "r2", "r3", "r4", "r5"]
+    idp = harness.start_idp(workdir=tmp_path / "idp6", extra_realms=realms[1:])
+    try:
+        for r in realms[:5]:
+            idp.jwks_mode("slow", realm=r, delay=1)
+        idp.jwks_mode("slow", realm="r5", delay=2.5)
+        tok = idp.mint(realm="r5")
+        env = start_meshgate({"jwtRules": [{"issuer": idp.issuer(r)} for r in realms]},
+                             extra_clusters=idp.clusters())
+        started = time.monotonic()
+        resp = env.get("/data", token=tok, timeout=20)
+        elapsed = time.monotonic() - started
+        assert resp.status_code == 200, (resp.status_code, resp.text)
+        assert elapsed < 5, f"answered within the rule's timeout ({elapsed:.1f} s)"
+        stats = env.stats("wasmcustom.meshgate")
+        assert stats["wasmcustom.meshgate.denied.jwks_unavailable"] == 0
+        assert stats["wasmcustom.meshgate.allowed"] == 1
+    finally:
+        idp.stop()
+
+
+def test_paused_request_is_answered_at_once_when_its_fetch_fails(start_meshgate, idp_clean):
+    """A request waiting for keys is answered as soon as its issuer's fetch fails (not at its deadline),
+    and the answer is counted as `denied.jwks_unavailable`."""
+    import time
+    idp_clean.jwks_mode("slow_error500", delay=4)
+    env = start_meshgate({"jwtRules": [rule(idp_clean, timeout="10s")]})
+    started = time.monotonic()
+    resp = env.get("/data", token=idp_clean.mint(), timeout=30)
+    elapsed = time.monotonic() - started
+    assert_401(resp, "Jwks remote fetch is failed")
+    assert 1.5 < elapsed < 7, f"waited for the configure-time fetch, answered when it failed ({elapsed:.1f} s)"
+    stats = env.stats("wasmcustom.meshgate")
+    assert stats["wasmcustom.meshgate.denied.jwks_unavailable"] == 1
