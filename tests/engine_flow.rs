@@ -4,7 +4,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshgate::calls::HttpCall;
+use meshgate::calls::{HttpCall, WaitKey};
 use meshgate::config::Settings;
 use meshgate::engine::Wait;
 use meshgate::engine::{Decision, Engine};
@@ -190,26 +190,44 @@ fn token_failures_map_to_envoy_statuses() {
         )
     );
     let big = "a".repeat(17 * 1024);
-    assert_eq!(status(&run.req(&get(Some(&big)), NOW)), 401);
-    let t = key.sign(claims(ISS));
-    let tampered = format!("{}x", &t[..t.len() - 1]);
-    let d = run.req(&get(Some(&tampered)), NOW);
-    assert!(
-        matches!(
-            body(&d),
-            "Jwt verification fails" | "Jwt signature is an invalid Base64url encoded"
-        ),
-        "{}",
-        body(&d)
+    let d = run.req(&get(Some(&big)), NOW);
+    assert_eq!(
+        (status(&d), body(&d)),
+        (401, "Jwt exceeds the maximum token size")
     );
+    // One signature character changed (still valid base64url): the signature no longer verifies.
+    let t = key.sign(claims(ISS));
+    let i = t.len() - 20;
+    let flipped = if &t[i..=i] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &t[..i], &t[i + 1..]);
     let Decision::Respond(r) = run.req(&get(Some(&tampered)), NOW) else {
-        panic!()
+        panic!("tampered token accepted")
     };
+    assert_eq!((r.status, r.body.as_str()), (401, "Jwt verification fails"));
     assert!(r
         .headers
         .iter()
         .any(|(n, v)| n == "www-authenticate" && v.ends_with("error=\"invalid_token\"")));
-    assert!(run.m.get("meshgate.denied.expired") >= 1);
+    for (reason, n) in [
+        ("audience", 1),
+        ("expired", 1),
+        ("not_yet_valid", 1),
+        ("unknown_issuer", 1),
+        ("malformed", 1),
+        ("too_large", 1),
+        ("bad_signature", 1),
+    ] {
+        assert_eq!(
+            run.m.get(&format!("meshgate.denied.{reason}")),
+            n,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        run.m.get("meshgate.allowed"),
+        1,
+        "the token inside the skew"
+    );
 }
 
 #[test]
@@ -334,11 +352,12 @@ fn token_cache_hits_reapply_time_and_die_with_the_key() {
     let due = run.e.on_tick((NOW + 400) * 1000);
     run.respond(&due[0], Some(200), &jwks(&[&other]), NOW + 400);
     assert_eq!(run.e.cache.len(), 0);
-    let d = run.req(&get(Some(&t2)), NOW + 100);
-    assert!(
-        matches!(d, Decision::Wait(_) | Decision::Respond(_)),
-        "not served from the cache"
-    );
+    // Not served from the cache: its kid is unknown now, so the engine refetches the JWKS.
+    let Decision::Wait(w) = run.req(&get(Some(&t2)), NOW + 100) else {
+        panic!("a token of a removed key must not be served from the cache")
+    };
+    assert_eq!(w.on, vec![WaitKey::Keys(0)]);
+    assert_eq!(w.calls.len(), 1, "one kid-miss refetch");
 }
 
 #[test]

@@ -9,8 +9,6 @@ proto snake_case).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness  # noqa: E402
 import istiod_native as N  # noqa: E402
 
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -582,17 +581,11 @@ def test_jwt_no_rules():
 # ---------------------------------------------------------------------------
 
 
-def _envoy_bin() -> str | None:
-    for cand in (os.environ.get("ENVOY_BIN"), "/work/main/.venv/bin/envoy", "/tmp/venvprobe/bin/envoy"):
-        if cand and os.path.exists(cand):
-            return cand
-    return shutil.which("envoy")
-
-
 def envoy_validate(tmp_path: Path, bootstrap: dict, name: str = "bootstrap") -> subprocess.CompletedProcess:
-    envoy = _envoy_bin()
-    if envoy is None:
-        pytest.skip("no envoy binary (set ENVOY_BIN)")
+    try:
+        envoy = harness.find_envoy()
+    except harness.HarnessError as e:
+        pytest.fail(str(e), pytrace=False)
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(bootstrap, indent=1))
     return subprocess.run([envoy, "--mode", "validate", "-c", str(path), "-l", "warning"],
