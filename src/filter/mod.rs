@@ -131,8 +131,10 @@ impl Context for Root {
             .ok()
             .flatten()
             .and_then(|s| s.parse::<u32>().ok());
-        let body = if body_size > 0 && body_size <= MAX_CALL_RESPONSE_BYTES {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        // One byte past the limit is enough for the core to say "too large" (not "not JSON").
+        let body = if body_size > 0 {
+            let len = body_size.min(MAX_CALL_RESPONSE_BYTES + 1);
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, len)
                 .ok()
                 .flatten()
                 .unwrap_or_default()

@@ -47,7 +47,8 @@ Test-control endpoints (development only; no authentication; loopback only):
   POST /_admin/jwks-mode?realm=R&mode=M[&delay=S]     M = normal | keycloak_default (RS256 sig + RSA-OAEP
         enc only, what a fresh Keycloak realm publishes) | sig_first (normal, but sig keys before the enc key)
         | sig_only (no enc key) | empty ({"keys": []}) | error500 | slow (normal after `delay` s, default 5,
-        max 60) | slow_error500 (500 after `delay` s) | garbage (200 application/json with a non-JSON body) | notfound (404)
+        max 60) | slow_error500 (500 after `delay` s) | reset (connection closed, no response) | huge (a valid
+        JWKS padded to 10 MB) | many_keys / many_keys_last (the realm's keys before / after 1,000 extra keys) | garbage (200 application/json with a non-JSON body) | notfound (404)
   POST /_admin/mint   JSON body, all optional:
         realm          "myrealm" (default: the realm of --realm-file)
         user           "alice" (default) - Keycloak claims for that user, as the `password` grant builds them
@@ -91,6 +92,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -841,6 +843,26 @@ class Handler(BaseHTTPRequestHandler):
         mode = realm.jwks_mode
         if mode in ("slow", "slow_error500"):
             time.sleep(max(0.0, min(realm.jwks_delay, 60.0)))
+        if mode == "reset":
+            # Close the connection without a response (a crashed or reset upstream).
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if mode == "huge":
+            # A valid JWKS padded to 10 MB (a misconfigured or malicious endpoint).
+            body = compact_json(realm.jwks("normal"))
+            self._send(200, body[:-1] + ',"padding":"' + "x" * (10 * 1024 * 1024) + '"}')
+            return
+        if mode in ("many_keys", "many_keys_last"):
+            # 1,000 keys: the realm's own keys first, or after 1,000 keys that match no token.
+            own = realm.jwks("normal")["keys"]
+            es = next(k for k in own if k.get("alg") == "ES256")
+            junk = [dict(es, kid=f"junk-{i}") for i in range(1000)]
+            self._json(200, {"keys": own + junk if mode == "many_keys" else junk + own})
+            return
         if mode in ("error500", "slow_error500"):
             self._json(500, {"error": "unknown_error"})
         elif mode == "notfound":
@@ -1205,7 +1227,7 @@ class Handler(BaseHTTPRequestHandler):
         elif what == "jwks-mode" and method == "POST":
             r = self._admin_realm(q)
             mode = q.get("mode", "normal")
-            if mode not in ("normal", "keycloak_default", "sig_first", "sig_only", "empty", "error500", "slow", "slow_error500",
+            if mode not in ("normal", "keycloak_default", "sig_first", "sig_only", "empty", "error500", "slow", "slow_error500", "reset", "huge", "many_keys", "many_keys_last",
                             "garbage", "notfound"):
                 raise OAuthError(400, "invalid_request", f"unknown mode {mode!r}")
             with r.lock:
