@@ -1,7 +1,9 @@
 //! Runs every JWT/JWKS vector of tests/conformance/jwt-vectors (provenance in its README) through the core verifier,
 //! with both signature backends (in-wasm crypto, and the host protocol through a software
 //! stand-in for Envoy's `verify_signature`). The verdict must equal `envoy_expect` when the
-//! vector has one, else `expect` — except the intended divergences listed in `divergence()`.
+//! vector has one, else `expect`, and a rejection must carry an `AuthnError` that fits the
+//! vector's `reason` (or one of its `alt_reasons`) — except the intended divergences listed by
+//! vector id in `INTENDED`.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,6 +15,7 @@ use meshgate::jwt::jwk::parse_jwks;
 use meshgate::jwt::verify::{check_claims, normalize_audience, verify_signature, ClaimRules};
 use meshgate::jwt::{self, Alg};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 
 mod common;
 use common::software_host;
@@ -54,31 +57,127 @@ fn verdict(v: &Value, backend: &dyn SignatureBackend) -> Result<(), AuthnError> 
     verify_signature(&jwt, &keys, backend).map(|_| ())
 }
 
-/// Vectors where meshgate deliberately differs from the expected verdict, and why.
-fn divergence(file: &str, v: &Value, got: &Result<(), AuthnError>) -> Option<&'static str> {
-    let alg = v["token"]
-        .as_str()
-        .and_then(|t| t.split('.').next())
-        .and_then(jwt::b64url_decode)
-        .and_then(|h| {
-            serde_json::from_slice::<Value>(&h)
-                .ok()
-                .and_then(|h| h["alg"].as_str().map(str::to_owned))
-        });
-    let is_hs = alg.as_deref().is_some_and(|a| a.starts_with("HS"));
-    if is_hs && got == &Err(AuthnError::SymmetricAlg) {
-        return Some("HS* is never accepted against a JWKS (RFC 8725 §3.2; symmetric keys do not belong in a published JWKS)");
+/// The rejections that fit a vector `reason` (the corpus README lists the reasons).
+fn fitting_errors(reason: &str) -> &'static [AuthnError] {
+    use AuthnError::*;
+    match reason {
+        "bad_signature" => &[VerificationFails],
+        "unknown_kid" | "key_use_enc" => &[KidAlgMismatch],
+        // HS* against a JWKS: no published key can match (same body as KidAlgMismatch).
+        "no_matching_key" => &[KidAlgMismatch, SymmetricAlg],
+        "malformed" => &[
+            BadFormat,
+            HeaderBadBase64,
+            HeaderBadJson,
+            HeaderBadAlg,
+            HeaderBadKid,
+            PayloadBadBase64,
+            SignatureBadBase64,
+        ],
+        "bad_claim_type" => &[
+            IssNotString,
+            SubNotString,
+            JtiNotString,
+            AudNotString,
+            IatNotInteger,
+            IatOutOfRange,
+            NbfNotInteger,
+            NbfOutOfRange,
+            ExpNotInteger,
+            ExpOutOfRange,
+        ],
+        "payload_not_json" => &[PayloadBadJson, PayloadBadBase64],
+        "expired" => &[Expired],
+        "not_yet_valid" => &[NotYetValid],
+        "wrong_issuer" | "missing_issuer" => &[UnknownIssuer],
+        "wrong_audience" | "missing_audience" => &[AudienceNotAllowed],
+        "unsupported_alg" => &[UnsupportedAlg],
+        // An unsigned `h.p.` token has two non-empty segments for Envoy (SkipEmpty).
+        "alg_none" => &[UnsupportedAlg, BadFormat],
+        // `a.b.` has two non-empty segments for Envoy (SkipEmpty).
+        "empty_signature" => &[BadFormat, VerificationFails],
+        "jwks_invalid" => &[NoValidKeys],
+        "jwe_not_jws" => &[BadFormat],
+        other => panic!("vector reason {other:?} has no mapping"),
     }
-    if file == "optional_algs.json" && got == &Err(AuthnError::UnsupportedAlg) {
-        return Some(
-            "algorithm outside Envoy's set (ES256K, Ed25519/Ed448 names): rejected as unsupported",
-        );
-    }
-    if v["id"] == "lua-jwks-key-use-enc" && got == &Err(AuthnError::KidAlgMismatch) {
-        return Some("a `use: enc` key is never used to verify (Keycloak publishes RSA-OAEP enc keys); Envoy ignores `use`");
-    }
-    None
 }
+
+/// HS256/384/512 tokens: a JWKS-driven verifier never accepts them (RFC 8725 §3.2; Envoy does
+/// when the JWKS holds an `oct` key). The client gets the body of `KidAlgMismatch`.
+const HS: &str = "HS* is never accepted against a JWKS";
+/// ES256K and the RFC 9864 names `Ed25519`/`Ed448`: outside Envoy's algorithm set.
+const OUTSIDE_ENVOY_ALGS: &str = "algorithm name outside Envoy's set: rejected as unsupported";
+
+/// Vectors where meshgate deliberately differs from the expected verdict or reason: vector id →
+/// (what meshgate answers, why). Every entry must be hit, so the list cannot go stale.
+const INTENDED: &[(&str, AuthnError, &str)] = &[
+    ("golang-hmac-web-sample", AuthnError::SymmetricAlg, HS),
+    ("golang-hmac-hs384", AuthnError::SymmetricAlg, HS),
+    ("golang-hmac-hs512", AuthnError::SymmetricAlg, HS),
+    ("golang-hmac-web-sample-invalid", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-nokid-ok", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-nokid-longexp-ok", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-hs256-kid-ok", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-hs384-kid-ok", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-hs512-kid-ok", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-nonexistkid", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-incorrectkid", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-jwks-noalg-ok", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-jwks-nokid-ok", AuthnError::SymmetricAlg, HS),
+    ("jvl-hmac-sigbitflip", AuthnError::SymmetricAlg, HS),
+    ("jvl-parse-parsepayloadiatnotpositive", AuthnError::SymmetricAlg, HS),
+    ("jvl-parse-parsepayloadiattoobig", AuthnError::SymmetricAlg, HS),
+    ("jvl-parse-parsepayloadnbfnotpositive", AuthnError::SymmetricAlg, HS),
+    ("jvl-parse-parsepayloadnbftoobig", AuthnError::SymmetricAlg, HS),
+    ("jvl-parse-parsepayloadexpnotpositive", AuthnError::SymmetricAlg, HS),
+    ("jvl-parse-parsepayloadexptoobig", AuthnError::SymmetricAlg, HS),
+    ("lua-hs256-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-hs256-badsig", AuthnError::SymmetricAlg, HS),
+    ("lua-hs384-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-hs384-badsig", AuthnError::SymmetricAlg, HS),
+    ("lua-hs512-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-hs512-badsig", AuthnError::SymmetricAlg, HS),
+    ("lua-aud-single-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-aud-single-mismatch", AuthnError::SymmetricAlg, HS),
+    ("lua-aud-multi-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-aud-multi-mismatch", AuthnError::SymmetricAlg, HS),
+    ("lua-aud-nocheck-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-iss-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-iss-mismatch", AuthnError::SymmetricAlg, HS),
+    ("lua-exp-future-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-exp-past", AuthnError::SymmetricAlg, HS),
+    ("lua-exp-fixednow-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-nbf-past-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-nbf-future", AuthnError::SymmetricAlg, HS),
+    ("lua-typ-custom-nocheck-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-sub-claim-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-jti-claim-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-format-bad-payload-b64", AuthnError::SymmetricAlg, HS),
+    ("lua-format-bad-signature-b64", AuthnError::SymmetricAlg, HS),
+    ("lua-jwks-hs256-oct-kid-ok", AuthnError::SymmetricAlg, HS),
+    ("lua-jwks-hs256-oct-wrongkey", AuthnError::SymmetricAlg, HS),
+    ("lua-crit-unsupported-jku", AuthnError::SymmetricAlg, HS),
+    ("lua-crit-alg-accepted", AuthnError::SymmetricAlg, HS),
+    ("rfc7515-a1-hs256-ok", AuthnError::SymmetricAlg, HS),
+    ("rfc7515-a1-hs256-expired", AuthnError::SymmetricAlg, HS),
+    ("rfc7520-4_4-payload-not-json", AuthnError::SymmetricAlg, HS),
+    ("lua-es256k-ok", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-es256k-ok-jwk", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-es256k-badsig", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-ed25519-ok", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-ed25519-ok-jwk", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-ed25519-badsig", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-ed448-ok", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-ed448-ok-jwk", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-ed448-badsig", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-jwks-ed25519-kid-ok", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    ("lua-jwks-ed448-kid-ok", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    (
+        "lua-jwks-key-use-enc",
+        AuthnError::KidAlgMismatch,
+        "a `use: enc` key never verifies (Keycloak publishes RSA-OAEP enc keys); Envoy ignores `use`",
+    ),
+];
 
 #[test]
 fn conformance_vectors() {
@@ -97,57 +196,80 @@ fn conformance_vectors() {
     };
     let backends: [(&str, &dyn SignatureBackend); 2] =
         [("wasm", &WasmCrypto), ("host-protocol", &host)];
-    let (mut total, mut agree, mut diverge) = (0, 0, 0);
+    let intended: BTreeMap<&str, (AuthnError, &str)> = INTENDED
+        .iter()
+        .map(|(id, e, why)| (*id, (*e, *why)))
+        .collect();
+    let mut hit = BTreeSet::new();
+    let (mut total, mut agree) = (0, 0);
     let mut failures = Vec::new();
-    let mut divergences = std::collections::BTreeMap::<&str, usize>::new();
     for path in &files {
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
         let vectors: Vec<Value> =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         for v in &vectors {
-            let expected_valid =
-                v.get("envoy_expect").unwrap_or(&v["expect"]).as_str() == Some("valid");
+            let id = v["id"].as_str().unwrap();
             total += 1;
-            let mut results = Vec::new();
-            for (name, backend) in backends {
-                let got = verdict(v, backend);
-                results.push((name, got));
-            }
+            let results: Vec<_> = backends
+                .iter()
+                .map(|(name, backend)| (*name, verdict(v, *backend)))
+                .collect();
             if results[0].1 != results[1].1 {
-                failures.push(format!(
-                    "{file} {}: backends disagree: {results:?}",
-                    v["id"]
-                ));
+                failures.push(format!("{file} {id}: backends disagree: {results:?}"));
                 continue;
             }
-            let got = &results[0].1;
-            if got.is_ok() == expected_valid {
+            let got = results[0].1;
+            if let Some((&listed, (want, why))) = intended.get_key_value(id) {
+                hit.insert(listed);
+                if got != Err(*want) {
+                    failures.push(format!(
+                        "{file} {id}: listed as intended ({why}) with {want:?}, got {got:?}"
+                    ));
+                }
+                continue;
+            }
+            let expected_valid =
+                v.get("envoy_expect").unwrap_or(&v["expect"]).as_str() == Some("valid");
+            let reasons: Vec<&str> = std::iter::once(v["reason"].as_str().unwrap())
+                .chain(
+                    v["alt_reasons"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str),
+                )
+                .collect();
+            let fits = match got {
+                Ok(()) => expected_valid,
+                Err(e) => !expected_valid && reasons.iter().any(|r| fitting_errors(r).contains(&e)),
+            };
+            if fits {
                 agree += 1;
-            } else if let Some(why) = divergence(&file, v, got) {
-                diverge += 1;
-                *divergences.entry(why).or_default() += 1;
             } else {
                 failures.push(format!(
-                    "{file} {}: expected {}, got {:?} (reason in vector: {})",
-                    v["id"],
+                    "{file} {id}: expected {} ({reasons:?}), got {got:?}",
                     if expected_valid { "valid" } else { "invalid" },
-                    got,
-                    v["reason"]
                 ));
             }
         }
     }
+    let stale: Vec<_> = intended.keys().filter(|id| !hit.contains(*id)).collect();
     println!(
-        "conformance: {total} vectors, {agree} agree, {diverge} intended divergences, {} failures",
+        "conformance: {total} vectors, {agree} agree (verdict and reason), {} intended divergences, {} failures",
+        hit.len(),
         failures.len()
     );
-    for (why, n) in &divergences {
-        println!("  divergence x{n}: {why}");
+    for (id, (e, why)) in &intended {
+        println!("  intended {id}: {e:?} — {why}");
     }
     for f in &failures {
         println!("  FAIL {f}");
     }
     assert!(total >= 265, "expected at least 265 vectors, found {total}");
+    assert!(
+        stale.is_empty(),
+        "intended divergences no vector hit: {stale:?}"
+    );
     assert!(failures.is_empty(), "{} vectors disagree", failures.len());
 }
 
