@@ -271,6 +271,7 @@ fn spki_der(material: &KeyMaterial, sec1: Option<&[u8]>) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::b64url_encode;
 
     const RSA_N: &str = "up97uqrF9MWOPaPkwSaBeuAPLOr9FKcaWGdVEGzQ4f3Zq5WKVZowx9TCBxmImNJ1qmUi13pB8otwM_l5lfY1AFBMxVbQCUXntLovhDaiSvYp4wGDjFzQiYA-pUq8h6MUZBnhleYrkU7XlCBwNVyN8qNMkpLA7KFZYz-486GnV2NIJJx_4BGa3HdKwQGxi2tjuQsQvao5W4xmSVaaEWopBwMy2QmlhSFQuPUpTaywTqUcUq_6SfAHhZ4IDa_FxEd2c2z8gFGtfst9cY3lRYf-c_ZdboY3mqN9Su3-j3z5r2SHWlhB_LNAjyWlBGsvbGPlTqDziYQwZN4aGsqVKQb9Vw";
 
@@ -304,6 +305,32 @@ mod tests {
         assert!(parse_jwks(b"<html>").is_err());
         assert!(parse_jwks(br#"{"keys":5}"#).is_err());
         assert!(parse_jwks(br#"{"keys":[]}"#).unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn weak_rsa_keys_are_skipped_with_a_reason() {
+        let n1024 = b64url_encode(&[0xc1u8; 128]);
+        let body = format!(
+            r#"{{"keys":[
+              {{"kid":"small","kty":"RSA","n":"{n1024}","e":"AQAB"}},
+              {{"kid":"big-e","kty":"RSA","n":"{RSA_N}","e":"AQAAAAAB"}},
+              {{"kid":"good","kty":"RSA","n":"{RSA_N}","e":"AQAB"}}
+            ]}}"#
+        );
+        let set = parse_jwks(body.as_bytes()).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert_eq!(set.keys[0].kid.as_deref(), Some("good"));
+        assert_eq!(set.skipped.len(), 2, "{:?}", set.skipped);
+        assert!(
+            set.skipped[0].starts_with("keys[0]: RSA modulus of 1024 bits"),
+            "{:?}",
+            set.skipped
+        );
+        assert!(
+            set.skipped[1].starts_with("keys[1]: RSA exponent"),
+            "{:?}",
+            set.skipped
+        );
     }
 
     #[test]

@@ -261,6 +261,42 @@ mod tests {
         );
     }
 
+    /// An odd modulus of exactly `bits` bits.
+    fn modulus(bits: usize) -> Vec<u8> {
+        let mut n = vec![0xffu8; bits.div_ceil(8)];
+        n[0] = 0xff >> (8 * n.len() - bits);
+        n
+    }
+
+    #[test]
+    fn modulus_must_have_2048_bits() {
+        // RFC 7518 §3.3/§3.5: RS*/PS* keys of 2048 bits or larger MUST be used.
+        for bits in [1024, 2047] {
+            let err = RsaPublicKey::new(&modulus(bits), &[1, 0, 1]).unwrap_err();
+            assert!(err.contains(&format!("{bits} bits")), "{bits}: {err}");
+        }
+        assert!(RsaPublicKey::new(&modulus(2048), &[1, 0, 1]).is_ok());
+        assert!(RsaPublicKey::new(&modulus(8192), &[1, 0, 1]).is_ok());
+        assert!(RsaPublicKey::new(&modulus(8193), &[1, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn exponent_is_capped_like_boringssl() {
+        // BoringSSL rsa_check_public_key: odd, 2..=33 bits (kMaxExponentBits), so 3..=2^33-1.
+        let n = modulus(2048);
+        let max = (1u64 << 33) - 1;
+        assert!(RsaPublicKey::new(&n, &max.to_be_bytes()).is_ok(), "2^33-1");
+        assert!(RsaPublicKey::new(&n, &[3]).is_ok(), "3");
+        for e in [(1u64 << 33) + 1, u64::MAX, (1 << 63) + 1] {
+            let err = RsaPublicKey::new(&n, &e.to_be_bytes()).unwrap_err();
+            assert!(err.contains("exponent"), "{e}: {err}");
+        }
+        let mut huge = vec![0u8; 9];
+        huge[0] = 1;
+        huge[8] = 1;
+        assert!(RsaPublicKey::new(&n, &huge).is_err(), "e of 65 bits");
+    }
+
     #[test]
     fn der_lengths() {
         assert_eq!(der(0x04, &[1, 2]), vec![0x04, 2, 1, 2]);
