@@ -307,6 +307,9 @@ impl Engine {
     ) -> Settled {
         let CallId::Keys(id) = id;
         let outcome = self.keys.on_response(id, status, body, now_ms);
+        for _ in 0..outcome.rejected_keys {
+            metrics.increment(Metric::JwksKeyRejected);
+        }
         let issuer = self
             .settings
             .rules
@@ -321,6 +324,13 @@ impl Engine {
             log::debug!("JWKS for issuer {issuer}: {} usable keys", keys.keys.len());
             for s in &outcome.skipped {
                 log::debug!("JWKS for issuer {issuer}: skipped {s}");
+            }
+            if outcome.rejected_keys > 0 {
+                log::warn!(
+                    "JWKS for issuer {issuer}: {} signature key(s) refused ({})",
+                    outcome.rejected_keys,
+                    outcome.skipped.join("; ")
+                );
             }
             self.cache
                 .retain_keys(*rule, |fp| keys.contains_fingerprint(fp));

@@ -53,6 +53,8 @@ pub struct FetchOutcome {
     pub failed: Option<String>,
     /// Keys skipped in the new JWKS (for a debug log).
     pub skipped: Vec<String>,
+    /// Signature keys of this JWKS that were refused (`KeySet::rejected`), usable keys or not.
+    pub rejected_keys: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +234,7 @@ impl KeyStore {
             },
             Phase::Jwks => match parse_jwks(body) {
                 Ok(set) if !set.keys.is_empty() => {
+                    outcome.rejected_keys = set.rejected;
                     let set = Rc::new(set);
                     outcome.skipped = set.skipped.clone();
                     st.keys = Some(set.clone());
@@ -241,6 +244,7 @@ impl KeyStore {
                     outcome.updated = Some((id.rule, set));
                 }
                 Ok(set) => {
+                    outcome.rejected_keys = set.rejected;
                     outcome.failed = Some(format!(
                         "JWKS has no usable signing key ({})",
                         set.skipped.join("; ")

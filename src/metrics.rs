@@ -24,6 +24,9 @@ pub enum Metric<'a> {
     JwksFetchFailed,
     TokenCacheHit,
     TokenCacheMiss,
+    /// A fetched JWKS offered a signature key meshgate refuses (RSA under 2048 bits, exponent
+    /// above 2^33-1, invalid point, unsupported kty or curve); counted once per key and fetch.
+    JwksKeyRejected,
 }
 
 /// A policy name as one stat-name segment: Envoy splits stat names on '.', and Kubernetes names
@@ -62,13 +65,14 @@ impl Metric<'_> {
             Metric::JwksFetchFailed => "meshgate.jwks_fetch.failed".into(),
             Metric::TokenCacheHit => "meshgate.token_cache.hit".into(),
             Metric::TokenCacheMiss => "meshgate.token_cache.miss".into(),
+            Metric::JwksKeyRejected => "meshgate.jwks_key_rejected".into(),
         }
     }
 }
 
-/// Counters that exist once per VM: `Allowed`, the fetch and cache counters, and one per
+/// Counters that exist once per VM: `Allowed`, the fetch, cache and key counters, and one per
 /// [`AuthnError`]. Hosts index them by [`Metric::slot`] instead of hashing names per request.
-pub const FIXED_SLOTS: usize = 5 + AuthnError::ALL.len();
+pub const FIXED_SLOTS: usize = 6 + AuthnError::ALL.len();
 /// Per-policy counter kinds.
 pub const POLICY_KINDS: usize = 5;
 
@@ -87,7 +91,8 @@ impl<'a> Metric<'a> {
             Metric::JwksFetchFailed => Slot::Fixed(2),
             Metric::TokenCacheHit => Slot::Fixed(3),
             Metric::TokenCacheMiss => Slot::Fixed(4),
-            Metric::Denied(e) => Slot::Fixed(5 + e as usize),
+            Metric::JwksKeyRejected => Slot::Fixed(5),
+            Metric::Denied(e) => Slot::Fixed(6 + e as usize),
             // Counted as `meshgate.denied.rbac_no_allow_match`: give it the last fixed slot.
             Metric::PolicyDenied(p) if p == crate::authz::NO_ALLOW_MATCH => {
                 Slot::Fixed(FIXED_SLOTS)
@@ -117,6 +122,7 @@ mod tests {
             Metric::JwksFetchFailed,
             Metric::TokenCacheHit,
             Metric::TokenCacheMiss,
+            Metric::JwksKeyRejected,
             Metric::PolicyDenied(crate::authz::NO_ALLOW_MATCH),
         ];
         fixed.extend(AuthnError::ALL.into_iter().map(Metric::Denied));

@@ -484,3 +484,27 @@ fn inline_jwks_and_discovery() {
         200
     );
 }
+
+#[test]
+fn weak_rsa_keys_in_a_fetched_jwks_are_refused_and_counted() {
+    // A 1024-bit modulus and a 2^33+1 exponent beside a usable key: both refused and counted,
+    // the JWKS still loads; Keycloak's `use: enc` key is skipped without counting.
+    let key = Key::new("k1", 7);
+    let mut body: Value = serde_json::from_slice(&jwks(&[&key])).unwrap();
+    let n2048 = b64url_encode(&[0xc7u8; 256]);
+    let keys = body["keys"].as_array_mut().unwrap();
+    keys.push(
+        json!({"kid": "small", "kty": "RSA", "n": b64url_encode(&[0xc7u8; 128]), "e": "AQAB"}),
+    );
+    keys.push(json!({"kid": "big-e", "kty": "RSA", "n": n2048, "e": "AgAAAAE"}));
+    keys.push(json!({"kid": "enc", "kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "n": n2048, "e": "AQAB"}));
+    let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
+    let t = key.sign(claims(ISS));
+    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+        panic!("first request must wait for keys")
+    };
+    run.respond(&f[0], Some(200), body.to_string().as_bytes(), NOW);
+    assert_eq!(run.m.get("meshgate.jwks_key_rejected"), 2);
+    assert_eq!(run.m.get("meshgate.jwks_fetch.ok"), 1);
+    assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
+}

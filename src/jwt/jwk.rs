@@ -62,6 +62,11 @@ impl PublicKey {
 pub struct KeySet {
     pub keys: Vec<PublicKey>,
     pub skipped: Vec<String>,
+    /// How many of the skipped keys were offered for signatures and refused (too small an RSA
+    /// modulus, an exponent above 2^33-1, an invalid point, an unsupported kty or curve): the
+    /// `jwks_key_rejected` counter. Keys that are not for signatures (`use` other than `sig`,
+    /// encryption algorithms, `oct`) are skipped without counting: Keycloak always publishes one.
+    pub rejected: usize,
 }
 
 impl KeySet {
@@ -95,10 +100,22 @@ pub fn parse_jwks(body: &[u8]) -> Result<KeySet, String> {
         }
         match parse_jwk(jwk) {
             Ok(key) => set.keys.push(key),
-            Err(why) => set.skipped.push(format!("keys[{i}]: {why}")),
+            Err(why) => {
+                set.skipped.push(format!("keys[{i}]: {why}"));
+                set.rejected += usize::from(offered_for_signatures(jwk));
+            }
         }
     }
     Ok(set)
+}
+
+/// Whether a JWK presents itself as a signature key: not `use` other than `sig`, not an
+/// encryption algorithm, not a symmetric key.
+fn offered_for_signatures(jwk: &Value) -> bool {
+    let field = |name: &str| jwk.get(name).and_then(Value::as_str);
+    let encryption_alg = field("alg")
+        .is_some_and(|a| a.starts_with("RSA-OAEP") || a == "RSA1_5" || a.starts_with("ECDH-ES"));
+    field("use").is_none_or(|u| u == "sig") && !encryption_alg && field("kty") != Some("oct")
 }
 
 fn str_field<'a>(jwk: &'a Value, name: &str) -> Result<Option<&'a str>, String> {
@@ -291,6 +308,10 @@ mod tests {
         assert_eq!(set.keys[0].alg, Some(Alg::RS256));
         assert!(set.keys[0].spki_der.as_ref().unwrap().len() > 256);
         assert_eq!(set.skipped.len(), 3);
+        assert_eq!(
+            set.rejected, 1,
+            "only the unknown kty was offered for signatures"
+        );
     }
 
     #[test]

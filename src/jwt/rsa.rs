@@ -9,9 +9,14 @@ use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
 use crypto_bigint::{BoxedUint, Odd};
 use sha2::Digest;
 
-/// Moduli from 1024 to 8192 bits are accepted (RFC 7518 asks issuers for ≥ 2048).
-const MIN_BITS: u32 = 1024;
+/// Moduli from 2048 bits (RFC 7518 §3.3/§3.5: "a key of size 2048 bits or larger MUST be used")
+/// to 8192 bits.
+const MIN_BITS: u32 = 2048;
 const MAX_BITS: u32 = 8192;
+/// Public exponents of at most 33 bits, as BoringSSL (`kMaxExponentBits`, so Envoy's host path)
+/// and RustCrypto cap them: a huge e makes every verification attempt a DoS lever (~13 ms with an
+/// 8192-bit key in V8), and a token without `kid` is tried against every key.
+const MAX_EXPONENT: u64 = (1 << 33) - 1;
 
 #[derive(Clone)]
 pub struct RsaPublicKey {
@@ -47,12 +52,20 @@ impl RsaPublicKey {
                 "RSA modulus of {bits} bits (accepted: {MIN_BITS}..={MAX_BITS})"
             ));
         }
-        if e.is_empty() || e.len() > 8 {
-            return Err("RSA exponent must be between 3 and 2^64".into());
-        }
-        let e_value = e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-        if e_value < 3 || e_value % 2 == 0 {
-            return Err(format!("RSA exponent {e_value} is not an odd number ≥ 3"));
+        // BoringSSL's rsa_check_public_key: e odd and of 2 to 33 bits.
+        let e_value = match e.len() {
+            1..=8 => e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+            _ => u64::MAX,
+        };
+        if !(3..=MAX_EXPONENT).contains(&e_value) || e_value % 2 == 0 {
+            return Err(format!(
+                "RSA exponent {} is not an odd number from 3 to 2^33-1",
+                if e.len() > 8 {
+                    format!("of {} bytes", e.len())
+                } else {
+                    e_value.to_string()
+                }
+            ));
         }
         let k = n.len();
         let modulus = BoxedUint::from_be_slice(n, k as u32 * 8).map_err(|_| "bad RSA modulus")?;
