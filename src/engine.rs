@@ -136,7 +136,7 @@ impl Engine {
                                 "token rejected: {} (iss={:?}, kid={:?}, alg={})",
                                 err.message(),
                                 jwt.claims.iss,
-                                jwt.kid,
+                                jwt.kid(),
                                 jwt.alg.name()
                             ),
                             Err(_) => log::debug!("token rejected: {}", err.message()),

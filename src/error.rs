@@ -58,6 +58,8 @@ authn_errors! {
     /// client sees Envoy's answer for a token no published key can match.
     SymmetricAlg,
     HeaderBadKid,
+    /// A `cty` other than JSON (e.g. a nested JWT): jwt-compact refuses it; Envoy ignores `cty`.
+    UnsupportedContentType,
     PayloadBadBase64,
     PayloadBadJson,
     IssNotString,
@@ -97,6 +99,7 @@ impl AuthnError {
             UnsupportedAlg => "Jwt header [alg] is not supported",
             SymmetricAlg | KidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
             HeaderBadKid => "Jwt header [kid] field is not a string",
+            UnsupportedContentType => "Jwt header [cty] is not supported",
             PayloadBadBase64 => "Jwt payload is an invalid Base64url encoded",
             PayloadBadJson => "Jwt payload is an invalid JSON",
             IssNotString => "Jwt payload [iss] field is not a string",
@@ -126,8 +129,15 @@ impl AuthnError {
         match self {
             Missing => "missing",
             TooLarge => "too_large",
-            BadFormat | HeaderBadBase64 | HeaderBadJson | HeaderBadAlg | HeaderBadKid
-            | PayloadBadBase64 | PayloadBadJson | SignatureBadBase64 => "malformed",
+            BadFormat
+            | HeaderBadBase64
+            | HeaderBadJson
+            | HeaderBadAlg
+            | HeaderBadKid
+            | UnsupportedContentType
+            | PayloadBadBase64
+            | PayloadBadJson
+            | SignatureBadBase64 => "malformed",
             IssNotString | SubNotString | JtiNotString | AudNotString | IatNotInteger
             | IatOutOfRange | NbfNotInteger | NbfOutOfRange | ExpNotInteger | ExpOutOfRange => {
                 "bad_claim"

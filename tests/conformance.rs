@@ -108,6 +108,13 @@ const HS: &str = "HS* is never accepted against a JWKS";
 /// ES256K and the RFC 9864 names `Ed25519`/`Ed448`: outside Envoy's algorithm set.
 const OUTSIDE_ENVOY_ALGS: &str = "algorithm name outside Envoy's set: rejected as unsupported";
 
+/// RFC 7515 §2: base64url without `=` padding (Envoy accepts padded segments).
+const PADDING: &str =
+    "`=` padding in a segment: RFC 7515 §2 base64url has none (jwt-compact is strict)";
+/// RFC 7515 §7.1: exactly three segments (Envoy drops empty ones).
+const SEGMENTS: &str =
+    "empty segment: RFC 7515 §7.1 compact serialization has exactly three (jwt-compact is strict)";
+
 /// Vectors where meshgate deliberately differs from the expected verdict or reason: vector id →
 /// (what meshgate answers, why). Every entry must be hit, so the list cannot go stale.
 const INTENDED: &[(&str, AuthnError, &str)] = &[
@@ -172,6 +179,23 @@ const INTENDED: &[(&str, AuthnError, &str)] = &[
     ("lua-ed448-badsig", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
     ("lua-jwks-ed25519-kid-ok", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
     ("lua-jwks-ed448-kid-ok", AuthnError::UnsupportedAlg, OUTSIDE_ENVOY_ALGS),
+    // jwt-compact's RFC 7515 strictness, kept (Envoy tolerates these).
+    ("quirk-jvl-padded-signature", AuthnError::SignatureBadBase64, PADDING),
+    ("quirk-golang-padded-payload", AuthnError::PayloadBadBase64, PADDING),
+    ("quirk-golang-aws-alb-padded", AuthnError::HeaderBadBase64, PADDING),
+    (
+        "quirk-golang-noncanonical-b64-signature",
+        AuthnError::SignatureBadBase64,
+        "non-canonical base64url (stray low bits in the last character): RFC 4648 §3.5",
+    ),
+    ("quirk-structure-trailing-dot", AuthnError::BadFormat, SEGMENTS),
+    ("quirk-structure-leading-dot", AuthnError::BadFormat, SEGMENTS),
+    ("quirk-structure-double-dot", AuthnError::BadFormat, SEGMENTS),
+    (
+        "envoy-notyetvalid",
+        AuthnError::NbfOutOfRange,
+        "nbf = 2^63-1 is after year 262142, beyond jwt-compact's (chrono's) NumericDate range; Envoy reads it as not yet valid",
+    ),
     (
         "lua-jwks-key-use-enc",
         AuthnError::KidAlgMismatch,

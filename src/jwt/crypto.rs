@@ -1,17 +1,23 @@
-//! Signature backends. The core verifies through a `SignatureBackend`; the in-wasm backend is
-//! pure Rust (RSA and ECDSA on crypto-bigint, Ed25519 with ed25519-dalek), the host backend
-//! (Envoy's BoringSSL via the `verify_signature` foreign function) lives in the proxy-wasm adapter
-//! and falls back to this one.
+//! Signature backends. The core verifies through a `SignatureBackend` (reached through the
+//! jwt-compact `Algorithm` types of src/jwt/algorithms.rs); the in-wasm backend is pure Rust (RSA
+//! and ECDSA on crypto-bigint, Ed25519 with ed25519-dalek), the host backend (Envoy's BoringSSL
+//! via the `verify_signature` foreign function, src/jwt/host_sig.rs) falls back to this one.
 
 use super::ec;
-use super::jwk::{KeyMaterial, PublicKey};
+use super::jwk::{EcPoint, EcVerifyingKey, Ed25519VerifyingKey, RsaVerifyingKey};
 use super::Alg;
 use sha2::{Sha256, Sha384, Sha512};
 
-/// Verifies one signature. `signing_input` is `header.payload`; `signature` is the raw JWS
-/// signature (ECDSA as fixed-size r||s).
+/// Verifies one signature, one method per key family: the key type binds the family, `alg`
+/// picks the hash (and, for RSA, the padding). `msg` is the JWS signing input `header.payload`;
+/// `sig` the raw JWS signature (ECDSA as fixed-size r||s).
 pub trait SignatureBackend {
-    fn verify(&self, alg: Alg, key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool;
+    /// RS256/384/512 (PKCS#1 v1.5) and PS256/384/512 (PSS).
+    fn verify_rsa(&self, alg: Alg, key: &RsaVerifyingKey, msg: &[u8], sig: &[u8]) -> bool;
+    /// ES256/384/512; `alg` is the key's own (`EcVerifyingKey::alg`).
+    fn verify_ecdsa(&self, alg: Alg, key: &EcVerifyingKey, msg: &[u8], sig: &[u8]) -> bool;
+    /// EdDSA (Ed25519).
+    fn verify_eddsa(&self, key: &Ed25519VerifyingKey, msg: &[u8], sig: &[u8]) -> bool;
 }
 
 /// Pure-Rust verification, usable everywhere (native tests, and wasm when the host lacks crypto).
@@ -19,21 +25,31 @@ pub trait SignatureBackend {
 pub struct WasmCrypto;
 
 impl SignatureBackend for WasmCrypto {
-    fn verify(&self, alg: Alg, key: &PublicKey, msg: &[u8], sig: &[u8]) -> bool {
-        match (&key.material, alg) {
-            (KeyMaterial::Rsa(k), Alg::RS256) => k.verify_pkcs1v15::<Sha256>(msg, sig),
-            (KeyMaterial::Rsa(k), Alg::RS384) => k.verify_pkcs1v15::<Sha384>(msg, sig),
-            (KeyMaterial::Rsa(k), Alg::RS512) => k.verify_pkcs1v15::<Sha512>(msg, sig),
-            (KeyMaterial::Rsa(k), Alg::PS256) => k.verify_pss::<Sha256>(msg, sig),
-            (KeyMaterial::Rsa(k), Alg::PS384) => k.verify_pss::<Sha384>(msg, sig),
-            (KeyMaterial::Rsa(k), Alg::PS512) => k.verify_pss::<Sha512>(msg, sig),
-            (KeyMaterial::P256(k), Alg::ES256) => k.verify(msg, sig),
-            (KeyMaterial::P384(k), Alg::ES384) => k.verify(msg, sig),
-            (KeyMaterial::P521(k), Alg::ES512) => k.verify(msg, sig),
-            (KeyMaterial::Ed25519(k), Alg::EdDSA) => ed25519_dalek::Signature::from_slice(sig)
-                .is_ok_and(|s| k.verify_strict(msg, &s).is_ok()),
+    fn verify_rsa(&self, alg: Alg, key: &RsaVerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+        let k = &key.key;
+        match alg {
+            Alg::RS256 => k.verify_pkcs1v15::<Sha256>(msg, sig),
+            Alg::RS384 => k.verify_pkcs1v15::<Sha384>(msg, sig),
+            Alg::RS512 => k.verify_pkcs1v15::<Sha512>(msg, sig),
+            Alg::PS256 => k.verify_pss::<Sha256>(msg, sig),
+            Alg::PS384 => k.verify_pss::<Sha384>(msg, sig),
+            Alg::PS512 => k.verify_pss::<Sha512>(msg, sig),
             _ => false,
         }
+    }
+
+    fn verify_ecdsa(&self, alg: Alg, key: &EcVerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+        match (&key.point, alg) {
+            (EcPoint::P256(k), Alg::ES256) => k.verify(msg, sig),
+            (EcPoint::P384(k), Alg::ES384) => k.verify(msg, sig),
+            (EcPoint::P521(k), Alg::ES512) => k.verify(msg, sig),
+            _ => false,
+        }
+    }
+
+    fn verify_eddsa(&self, key: &Ed25519VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+        ed25519_dalek::Signature::from_slice(sig)
+            .is_ok_and(|s| key.0.verify_strict(msg, &s).is_ok())
     }
 }
 

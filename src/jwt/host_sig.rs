@@ -8,7 +8,7 @@
 //! Two flat messages do not justify a protobuf crate in the .wasm; they are encoded by hand.
 
 use super::crypto::{ecdsa_raw_to_der, SignatureBackend, WasmCrypto};
-use super::jwk::PublicKey;
+use super::jwk::{EcVerifyingKey, Ed25519VerifyingKey, RsaVerifyingKey};
 use super::Alg;
 
 pub const FOREIGN_FUNCTION: &str = "verify_signature";
@@ -119,26 +119,43 @@ pub struct HostCrypto<F: Fn(&[u8]) -> Option<Vec<u8>>> {
     pub call: F,
 }
 
+impl<F: Fn(&[u8]) -> Option<Vec<u8>>> HostCrypto<F> {
+    /// The host's verdict, or None when the host call failed (then the caller verifies in wasm).
+    fn host_verify(&self, alg: Alg, spki: &[u8], sig: &[u8], msg: &[u8]) -> Option<bool> {
+        let args = encode_args(alg.hash_name(), spki, sig, msg);
+        let verdict = (self.call)(&args).as_deref().and_then(decode_result);
+        if verdict.is_none() {
+            log::warn!("host verify_signature failed; verifying in wasm");
+        }
+        verdict.map(|(result, _)| result)
+    }
+}
+
 impl<F: Fn(&[u8]) -> Option<Vec<u8>>> SignatureBackend for HostCrypto<F> {
-    fn verify(&self, alg: Alg, key: &PublicKey, msg: &[u8], sig: &[u8]) -> bool {
-        let host_sig = match (alg, &key.spki_der) {
-            (Alg::RS256 | Alg::RS384 | Alg::RS512, Some(_)) if key.fits(alg) => Some(sig.to_vec()),
-            (Alg::ES256 | Alg::ES384, Some(_)) if key.fits(alg) => match ecdsa_raw_to_der(alg, sig)
-            {
-                Some(der) => Some(der),
-                // Wrong size or r/s = 0: invalid for any backend.
-                None => return false,
-            },
-            _ => None,
-        };
-        if let (Some(host_sig), Some(spki)) = (host_sig, &key.spki_der) {
-            let args = encode_args(alg.hash_name(), spki, &host_sig, msg);
-            match (self.call)(&args).as_deref().and_then(decode_result) {
-                Some((result, _)) => return result,
-                None => log::warn!("host verify_signature failed; verifying in wasm"),
+    fn verify_rsa(&self, alg: Alg, key: &RsaVerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+        if matches!(alg, Alg::RS256 | Alg::RS384 | Alg::RS512) {
+            if let Some(result) = self.host_verify(alg, &key.spki_der, sig, msg) {
+                return result;
             }
         }
-        WasmCrypto.verify(alg, key, msg, sig)
+        WasmCrypto.verify_rsa(alg, key, msg, sig)
+    }
+
+    fn verify_ecdsa(&self, alg: Alg, key: &EcVerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+        if let (Some(spki), true) = (&key.spki_der, key.alg() == alg) {
+            // Wrong size or r/s = 0: invalid for any backend.
+            let Some(der) = ecdsa_raw_to_der(alg, sig) else {
+                return false;
+            };
+            if let Some(result) = self.host_verify(alg, spki, &der, msg) {
+                return result;
+            }
+        }
+        WasmCrypto.verify_ecdsa(alg, key, msg, sig)
+    }
+
+    fn verify_eddsa(&self, key: &Ed25519VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+        WasmCrypto.verify_eddsa(key, msg, sig)
     }
 }
 

@@ -6,26 +6,58 @@ use super::{b64url_decode, ec, Alg};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// Parsed, ready-to-use public key material.
-#[derive(Clone)]
-pub enum KeyMaterial {
-    Rsa(super::rsa::RsaPublicKey),
-    P256(super::ec::P256PublicKey),
-    P384(super::ec::P384PublicKey),
-    P521(super::ec::P521PublicKey),
-    Ed25519(ed25519_dalek::VerifyingKey),
+/// An RSA key for RS*/PS*: the in-wasm key and its DER SubjectPublicKeyInfo for the host's
+/// `verify_signature`, prepared once at JWKS load.
+#[derive(Debug, Clone)]
+pub struct RsaVerifyingKey {
+    pub key: super::rsa::RsaPublicKey,
+    pub spki_der: Vec<u8>,
 }
 
-impl std::fmt::Debug for KeyMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            KeyMaterial::Rsa(_) => "Rsa",
-            KeyMaterial::P256(_) => "P256",
-            KeyMaterial::P384(_) => "P384",
-            KeyMaterial::P521(_) => "P521",
-            KeyMaterial::Ed25519(_) => "Ed25519",
-        })
+/// An EC point on one of the JWS curves.
+#[derive(Clone)]
+pub enum EcPoint {
+    P256(ec::P256PublicKey),
+    P384(ec::P384PublicKey),
+    P521(ec::P521PublicKey),
+}
+
+/// An EC key for ES*: the curve binds the algorithm (P-256 → ES256, P-384 → ES384, P-521 →
+/// ES512). `spki_der` is set for the curves the host verifies (P-256, P-384).
+#[derive(Clone)]
+pub struct EcVerifyingKey {
+    pub point: EcPoint,
+    pub spki_der: Option<Vec<u8>>,
+}
+
+impl EcVerifyingKey {
+    /// The one algorithm this key verifies.
+    pub fn alg(&self) -> Alg {
+        match self.point {
+            EcPoint::P256(_) => Alg::ES256,
+            EcPoint::P384(_) => Alg::ES384,
+            EcPoint::P521(_) => Alg::ES512,
+        }
     }
+}
+
+impl std::fmt::Debug for EcVerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EcVerifyingKey({})", self.alg().name())
+    }
+}
+
+/// An Ed25519 key for EdDSA.
+#[derive(Debug, Clone)]
+pub struct Ed25519VerifyingKey(pub ed25519_dalek::VerifyingKey);
+
+/// Parsed, ready-to-use public key material: one type per JWS family, which is also the
+/// `VerifyingKey` of that family's jwt-compact `Algorithm` (src/jwt/algorithms.rs).
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    Rsa(RsaVerifyingKey),
+    Ec(EcVerifyingKey),
+    Ed25519(Ed25519VerifyingKey),
 }
 
 /// One usable verification key.
@@ -35,8 +67,6 @@ pub struct PublicKey {
     /// The JWK's `alg`, when it names a supported JWS algorithm.
     pub alg: Option<Alg>,
     pub material: KeyMaterial,
-    /// DER SubjectPublicKeyInfo, prepared once for the host's `verify_signature` (RSA and EC only).
-    pub spki_der: Option<Vec<u8>>,
     /// SHA-256 over the canonical key material: identifies "the same key" across JWKS refreshes.
     pub fingerprint: [u8; 32],
 }
@@ -44,16 +74,14 @@ pub struct PublicKey {
 impl PublicKey {
     /// Whether this key type can verify `alg` (kty/crv must fit the algorithm).
     pub fn fits(&self, alg: Alg) -> bool {
-        matches!(
-            (&self.material, alg),
-            (
-                KeyMaterial::Rsa(_),
+        match &self.material {
+            KeyMaterial::Rsa(_) => matches!(
+                alg,
                 Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
-            ) | (KeyMaterial::P256(_), Alg::ES256)
-                | (KeyMaterial::P384(_), Alg::ES384)
-                | (KeyMaterial::P521(_), Alg::ES512)
-                | (KeyMaterial::Ed25519(_), Alg::EdDSA)
-        )
+            ),
+            KeyMaterial::Ec(k) => k.alg() == alg,
+            KeyMaterial::Ed25519(_) => alg == Alg::EdDSA,
+        }
     }
 }
 
@@ -149,7 +177,6 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
         ),
     };
     let kty = str_field(jwk, "kty")?.ok_or("[kty] is missing")?;
-    let mut sec1_point: Option<Vec<u8>> = None;
     let (material, canonical): (KeyMaterial, Vec<u8>) = match kty {
         "RSA" => {
             if let Some(a) = alg {
@@ -167,7 +194,11 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
             canonical.extend(strip_zeros(&n));
             canonical.push(b'.');
             canonical.extend(strip_zeros(&e));
-            (KeyMaterial::Rsa(key), canonical)
+            let spki_der = key.spki_der();
+            (
+                KeyMaterial::Rsa(RsaVerifyingKey { key, spki_der }),
+                canonical,
+            )
         }
         "EC" => {
             let crv = str_field(jwk, "crv")?;
@@ -202,15 +233,28 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
             sec1.push(4);
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
-            let material = match expected_alg {
-                Alg::ES256 => KeyMaterial::P256(ec::P256PublicKey::from_coordinates(&x, &y)?),
-                Alg::ES384 => KeyMaterial::P384(ec::P384PublicKey::from_coordinates(&x, &y)?),
-                _ => KeyMaterial::P521(ec::P521PublicKey::from_coordinates(&x, &y)?),
+            let (point, spki_prefix) = match expected_alg {
+                Alg::ES256 => (
+                    EcPoint::P256(ec::P256PublicKey::from_coordinates(&x, &y)?),
+                    Some(SPKI_P256_PREFIX),
+                ),
+                Alg::ES384 => (
+                    EcPoint::P384(ec::P384PublicKey::from_coordinates(&x, &y)?),
+                    Some(SPKI_P384_PREFIX),
+                ),
+                _ => (
+                    EcPoint::P521(ec::P521PublicKey::from_coordinates(&x, &y)?),
+                    None,
+                ),
             };
+            // The SPKI is a fixed prefix followed by the SEC1 point.
+            let spki_der = spki_prefix.map(|prefix| [prefix, &sec1].concat());
             let mut canonical = format!("EC{crv}").into_bytes();
             canonical.extend(&sec1);
-            sec1_point = Some(sec1);
-            (material, canonical)
+            (
+                KeyMaterial::Ec(EcVerifyingKey { point, spki_der }),
+                canonical,
+            )
         }
         "OKP" => {
             let crv = str_field(jwk, "crv")?.ok_or("[crv] is missing")?;
@@ -231,18 +275,16 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
                 ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| "bad Ed25519 key")?;
             let mut canonical = b"OKPEd25519".to_vec();
             canonical.extend(bytes);
-            (KeyMaterial::Ed25519(key), canonical)
+            (KeyMaterial::Ed25519(Ed25519VerifyingKey(key)), canonical)
         }
         "oct" => return Err("symmetric (oct) keys are never used to verify".into()),
         other => return Err(format!("kty {other:?} is not supported")),
     };
-    let spki_der = spki_der(&material, sec1_point.as_deref());
     let fingerprint: [u8; 32] = Sha256::digest(&canonical).into();
     Ok(PublicKey {
         kid,
         alg,
         material,
-        spki_der,
         fingerprint,
     })
 }
@@ -262,8 +304,7 @@ fn left_pad(b: &[u8], size: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// DER SubjectPublicKeyInfo headers for uncompressed EC points (id-ecPublicKey + named curve):
-/// the SPKI is this fixed prefix followed by the SEC1 point.
+/// DER SubjectPublicKeyInfo headers for uncompressed EC points (id-ecPublicKey + named curve).
 const SPKI_P256_PREFIX: &[u8] = &[
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
@@ -272,18 +313,6 @@ const SPKI_P384_PREFIX: &[u8] = &[
     0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
     0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
 ];
-
-fn spki_der(material: &KeyMaterial, sec1: Option<&[u8]>) -> Option<Vec<u8>> {
-    let prefix = match material {
-        KeyMaterial::Rsa(k) => return Some(k.spki_der()),
-        KeyMaterial::P256(_) => SPKI_P256_PREFIX,
-        KeyMaterial::P384(_) => SPKI_P384_PREFIX,
-        KeyMaterial::P521(_) | KeyMaterial::Ed25519(_) => return None,
-    };
-    let mut der = prefix.to_vec();
-    der.extend_from_slice(sec1?);
-    Some(der)
-}
 
 #[cfg(test)]
 mod tests {
@@ -306,7 +335,10 @@ mod tests {
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.keys[0].kid.as_deref(), Some("sig1"));
         assert_eq!(set.keys[0].alg, Some(Alg::RS256));
-        assert!(set.keys[0].spki_der.as_ref().unwrap().len() > 256);
+        let KeyMaterial::Rsa(k) = &set.keys[0].material else {
+            panic!("RSA key expected")
+        };
+        assert!(k.spki_der.len() > 256);
         assert_eq!(set.skipped.len(), 3);
         assert_eq!(
             set.rejected, 1,

@@ -1,9 +1,16 @@
 //! Claim checks and signature verification in Envoy's order: issuer, time, audience, signature.
+//! Time is checked with jwt-compact's claim validation and an injected clock; signatures through
+//! jwt-compact validators of meshgate's algorithms (src/jwt/algorithms.rs), while the choice of
+//! keys to try (kid, JWK `alg`, key type) stays meshgate's, as in Envoy.
 
+use super::algorithms::{Ecdsa, EdDsa, RsaPkcs1, RsaPss};
 use super::crypto::SignatureBackend;
-use super::jwk::{KeySet, PublicKey};
+use super::jwk::{KeyMaterial, KeySet, PublicKey};
+use super::token::HeaderExtensions;
 use super::UntrustedJwt;
 use crate::error::AuthnError;
+use chrono::{DateTime, TimeDelta, Utc};
+use jwt_compact::{Algorithm, AlgorithmExt, Claims, Empty, TimeOptions, UntrustedToken};
 
 /// Audience comparison as jwt_verify_lib does it: scheme and trailing slash are ignored,
 /// so `https://svc/` and `svc` are the same audience.
@@ -25,22 +32,41 @@ pub struct ClaimRules<'a> {
     pub clock_skew_secs: u64,
 }
 
-/// exp/nbf with skew (jwt_verify_lib `verifyTimeConstraint`).
+/// Leeways beyond this (about 31,700 years) are clamped, so `nbf - leeway` stays within
+/// chrono's range (jwt-compact subtracts without a check).
+const MAX_LEEWAY_SECS: u64 = 1_000_000_000_000;
+
+fn timestamp(secs: u64) -> DateTime<Utc> {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| DateTime::from_timestamp(s, 0))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// exp/nbf with skew, in jwt_verify_lib's order (`verifyTimeConstraint`: nbf, then exp), through
+/// jwt-compact's `validate_maturity`/`validate_expiration` with the clock injected. A missing
+/// claim is not checked (Envoy allows tokens without `exp`).
 pub fn check_time(
     exp: Option<u64>,
     nbf: Option<u64>,
     now: u64,
     skew: u64,
 ) -> Result<(), AuthnError> {
-    if let Some(nbf) = nbf {
-        if nbf > now.saturating_add(skew) {
-            return Err(AuthnError::NotYetValid);
-        }
+    let leeway = TimeDelta::try_seconds(skew.min(MAX_LEEWAY_SECS) as i64).unwrap_or_default();
+    let now = timestamp(now);
+    let options = TimeOptions::new(leeway, move || now);
+    let mut claims = Claims::new(Empty {});
+    claims.not_before = nbf.map(timestamp);
+    claims.expiration = exp.map(timestamp);
+    if claims.not_before.is_some() {
+        claims
+            .validate_maturity(&options)
+            .map_err(|_| AuthnError::NotYetValid)?;
     }
-    if let Some(exp) = exp {
-        if exp.saturating_add(skew) < now {
-            return Err(AuthnError::Expired);
-        }
+    if claims.expiration.is_some() {
+        claims
+            .validate_expiration(&options)
+            .map_err(|_| AuthnError::Expired)?;
     }
     Ok(())
 }
@@ -84,7 +110,7 @@ pub fn verify_signature<'k>(
     }
     let mut candidate_seen = false;
     for key in &keys.keys {
-        if let (Some(want), Some(have)) = (&jwt.kid, &key.kid) {
+        if let (Some(want), Some(have)) = (jwt.kid(), &key.kid) {
             if want != have {
                 continue;
             }
@@ -93,7 +119,7 @@ pub fn verify_signature<'k>(
             continue;
         }
         candidate_seen = true;
-        if backend.verify(jwt.alg, key, jwt.signing_input.as_bytes(), &jwt.signature) {
+        if signature_verifies(jwt, key, backend) {
             return Ok(key);
         }
     }
@@ -102,6 +128,35 @@ pub fn verify_signature<'k>(
     } else {
         AuthnError::KidAlgMismatch
     })
+}
+
+/// The token's algorithm family, with this key's type: a key only reaches an algorithm of its
+/// own family (the `VerifyingKey` types differ).
+fn signature_verifies(
+    jwt: &UntrustedJwt<'_>,
+    key: &PublicKey,
+    backend: &dyn SignatureBackend,
+) -> bool {
+    let (alg, token) = (jwt.alg, &jwt.token);
+    match &key.material {
+        KeyMaterial::Rsa(k) => RsaPkcs1::new(alg, backend)
+            .map(|a| validates(&a, k, token))
+            .or_else(|| RsaPss::new(alg, backend).map(|a| validates(&a, k, token))),
+        KeyMaterial::Ec(k) => Ecdsa::new(alg, backend).map(|a| validates(&a, k, token)),
+        KeyMaterial::Ed25519(k) => EdDsa::new(alg, backend).map(|a| validates(&a, k, token)),
+    }
+    .unwrap_or(false)
+}
+
+/// jwt-compact's integrity check: the algorithm name against the token's `alg`, then the
+/// signature over the signing input. (Its claim parse is the plain `Claims`: the claims were
+/// checked already.)
+fn validates<A: Algorithm>(
+    alg: &A,
+    key: &A::VerifyingKey,
+    token: &UntrustedToken<'_, HeaderExtensions>,
+) -> bool {
+    alg.validator::<Empty>(key).validate(token).is_ok()
 }
 
 #[cfg(test)]
