@@ -384,6 +384,31 @@ mod tests {
     }
 
     #[test]
+    fn crit_is_refused() {
+        // RFC 7515 §4.1.11: a recipient that does not understand a listed extension MUST reject
+        // the token; meshgate understands none (Envoy ignores `crit`).
+        let crit = "Jwt header [crit] lists an unsupported extension";
+        for header in [
+            r#"{"alg":"RS256","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"RS256","crit":["b64"],"b64":false}"#,
+            r#"{"alg":"RS256","crit":[]}"#,
+        ] {
+            let t = tok(header, "{}", "c2ln");
+            assert_eq!(
+                parse(&t, 16384).map(|_| ()).map_err(|e| e.message()),
+                Err(crit),
+                "{header}"
+            );
+        }
+        // A header problem, reported before the payload's and the signature's.
+        let t = tok(r#"{"alg":"RS256","crit":["x"]}"#, r#"{"iss":5}"#, "!!");
+        assert_eq!(
+            parse(&t, 16384).map(|_| ()).map_err(|e| e.message()),
+            Err(crit)
+        );
+    }
+
+    #[test]
     fn cty_other_than_json_is_refused() {
         let t = tok(r#"{"alg":"RS256","cty":"JWT"}"#, "{}", "c2ln");
         assert_eq!(
