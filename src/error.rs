@@ -58,6 +58,9 @@ authn_errors! {
     /// client sees Envoy's answer for a token no published key can match.
     SymmetricAlg,
     HeaderBadKid,
+    /// A `crit` header (RFC 7515 §4.1.11): meshgate understands no extension. Envoy ignores
+    /// `crit`; the body is meshgate's.
+    CritUnsupported,
     /// A `cty` other than JSON (e.g. a nested JWT): jwt-compact refuses it; Envoy ignores `cty`.
     UnsupportedContentType,
     PayloadBadBase64,
@@ -99,6 +102,7 @@ impl AuthnError {
             UnsupportedAlg => "Jwt header [alg] is not supported",
             SymmetricAlg | KidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
             HeaderBadKid => "Jwt header [kid] field is not a string",
+            CritUnsupported => "Jwt header [crit] lists an unsupported extension",
             UnsupportedContentType => "Jwt header [cty] is not supported",
             PayloadBadBase64 => "Jwt payload is an invalid Base64url encoded",
             PayloadBadJson => "Jwt payload is an invalid JSON",
@@ -134,6 +138,7 @@ impl AuthnError {
             | HeaderBadJson
             | HeaderBadAlg
             | HeaderBadKid
+            | CritUnsupported
             | UnsupportedContentType
             | PayloadBadBase64
             | PayloadBadJson

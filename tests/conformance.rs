@@ -98,6 +98,7 @@ fn fitting_errors(reason: &str) -> &'static [AuthnError] {
         "empty_signature" => &[BadFormat, VerificationFails],
         "jwks_invalid" => &[NoValidKeys],
         "jwe_not_jws" => &[BadFormat],
+        "crit_unsupported" => &[CritUnsupported],
         other => panic!("vector reason {other:?} has no mapping"),
     }
 }
@@ -195,6 +196,11 @@ const INTENDED: &[(&str, AuthnError, &str)] = &[
         "envoy-notyetvalid",
         AuthnError::NbfOutOfRange,
         "nbf = 2^63-1 is after year 262142, beyond jwt-compact's (chrono's) NumericDate range; Envoy reads it as not yet valid",
+    ),
+    (
+        "quirk-crit-unknown-extension-rs256",
+        AuthnError::CritUnsupported,
+        "a `crit` extension meshgate does not understand MUST be rejected (RFC 7515 §4.1.11); Envoy ignores `crit`",
     ),
     (
         "lua-jwks-key-use-enc",

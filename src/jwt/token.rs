@@ -1,6 +1,6 @@
 //! Token parsing through jwt-compact: `UntrustedToken` splits and decodes the compact JWS (RFC
 //! 7515 §7.1: exactly three segments, base64url without padding) and types the header (`alg`,
-//! `kid`, ...) and the time claims (`exp`, `nbf`, `iat`).
+//! `kid`, `crit`, ...) and the time claims (`exp`, `nbf`, `iat`).
 //!
 //! What Envoy's jwt_authn needs and jwt-compact does not do is kept around the library: the size
 //! cap before any decoding, Envoy's checks of the other registered claims (`iss`, `sub`, `jti`,
@@ -10,8 +10,9 @@
 //! checks in Envoy's order (header, alg, kid, payload, claims, signature) on that error path only.
 //!
 //! Stricter than Envoy, on purpose (RFC 7515 compact serialization, listed by vector id in
-//! tests/conformance.rs): `=` padding and empty segments are malformed, a `cty` other than
-//! JSON is refused, and header members jwt-compact types (`typ`, `jku`, `x5u`: strings; `x5t`, `x5t#S256`: base64url
+//! tests/conformance.rs): `=` padding and empty segments are malformed, a `crit` header is
+//! refused (§4.1.11: meshgate understands no extension), a `cty` other than JSON is refused, and
+//! header members jwt-compact types (`typ`, `jku`, `x5u`: strings; `x5t`, `x5t#S256`: base64url
 //! thumbprints) must have their type.
 
 use super::Alg;
@@ -24,7 +25,12 @@ use serde_json::{Map, Value};
 
 /// Header members meshgate reads beyond jwt-compact's `Header`.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct HeaderExtensions {}
+pub struct HeaderExtensions {
+    /// RFC 7515 §4.1.11: extensions the recipient must understand, or reject the token.
+    /// meshgate understands none, so any (non-null) `crit` rejects.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
 
 /// The registered claims meshgate checks, type-checked the way Envoy does.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,6 +73,9 @@ pub fn parse(token: &str, max_len: usize) -> Result<UntrustedJwt<'_>, AuthnError
     let untrusted = UntrustedToken::<HeaderExtensions>::try_from(token)
         .map_err(|e| envoy_reason(token, parse_error_fallback(&e)))?;
     let alg = supported_alg(untrusted.algorithm())?;
+    if untrusted.header().other_fields.crit.is_some() {
+        return Err(AuthnError::CritUnsupported);
+    }
     let claims = untrusted
         .deserialize_claims_unchecked::<Map<String, Value>>()
         .map_err(|_| envoy_reason(token, AuthnError::PayloadBadJson))?;
@@ -142,6 +151,9 @@ fn envoy_checks(token: &str) -> Result<(), AuthnError> {
         .is_some_and(|k| !k.is_string() && !k.is_null())
     {
         return Err(HeaderBadKid);
+    }
+    if header.get("crit").is_some_and(|c| !c.is_null()) {
+        return Err(CritUnsupported);
     }
     // The members jwt-compact types (typ, jku, x5u, x5t, x5t#S256, cty).
     if serde_json::from_slice::<Header<HeaderExtensions>>(&header_bytes).is_err() {
