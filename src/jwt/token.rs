@@ -19,7 +19,7 @@ use super::Alg;
 use crate::error::AuthnError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jwt_compact::{Header, ParseError, UntrustedToken};
+use jwt_compact::{ParseError, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -55,6 +55,8 @@ pub struct UntrustedJwt<'a> {
     pub payload: Map<String, Value>,
     /// The base64url payload segment as received (for `outputPayloadToHeader`).
     pub payload_b64: &'a str,
+    /// `header.payload`: what the signature covers (jwt-compact's signed data).
+    pub signing_input: &'a str,
     pub claims: StdClaims,
 }
 
@@ -91,11 +93,14 @@ pub fn parse(token: &str, max_len: usize) -> Result<UntrustedJwt<'_>, AuthnError
         }
     }
     let std = std_claims(&payload)?;
+    // jwt-compact accepted exactly three segments.
+    let signing_input = token.rsplit_once('.').map_or(token, |(input, _)| input);
     Ok(UntrustedJwt {
         alg,
         token: untrusted,
         payload,
-        payload_b64: token.split('.').nth(1).unwrap_or_default(),
+        payload_b64: signing_input.split_once('.').map_or("", |(_, p)| p),
+        signing_input,
         claims: std,
     })
 }
@@ -119,8 +124,8 @@ fn parse_error_fallback(e: &ParseError) -> AuthnError {
 }
 
 /// Envoy's reason for a token jwt-compact refused: the first of Envoy's checks, in Envoy's
-/// order, that fails — or `fallback` (jwt-compact's own reason) when all of them pass.
-/// Runs on the error path only.
+/// order, that fails — or `fallback` (jwt-compact's own reason, e.g. a `typ` that is not a
+/// string) when all of them pass. Runs on the error path only.
 fn envoy_reason(token: &str, fallback: AuthnError) -> AuthnError {
     envoy_checks(token).err().unwrap_or(fallback)
 }
@@ -154,10 +159,6 @@ fn envoy_checks(token: &str) -> Result<(), AuthnError> {
     }
     if header.get("crit").is_some_and(|c| !c.is_null()) {
         return Err(CritUnsupported);
-    }
-    // The members jwt-compact types (typ, jku, x5u, x5t, x5t#S256, cty).
-    if serde_json::from_slice::<Header<HeaderExtensions>>(&header_bytes).is_err() {
-        return Err(HeaderBadJson);
     }
     match header.get("cty") {
         None | Some(Value::Null) => {}
@@ -258,6 +259,7 @@ mod tests {
         assert_eq!(jwt.claims.typ.as_deref(), Some("Bearer"));
         assert_eq!(jwt.token.signature_bytes(), b"sig");
         assert_eq!(jwt.payload_b64, t.split('.').nth(1).unwrap());
+        assert_eq!(jwt.signing_input, t.rsplit_once('.').unwrap().0);
         // Every claim reaches the policies, the time claims included.
         let keys: Vec<_> = jwt.payload.keys().map(String::as_str).collect();
         assert_eq!(keys, ["aud", "exp", "iss", "nbf", "typ", "x"]);

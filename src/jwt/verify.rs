@@ -1,16 +1,15 @@
 //! Claim checks and signature verification in Envoy's order: issuer, time, audience, signature.
 //! Time is checked with jwt-compact's claim validation and an injected clock; signatures through
-//! jwt-compact validators of meshgate's algorithms (src/jwt/algorithms.rs), while the choice of
-//! keys to try (kid, JWK `alg`, key type) stays meshgate's, as in Envoy.
+//! meshgate's jwt-compact `Algorithm`s (src/jwt/algorithms.rs), while the choice of keys to try
+//! (kid, JWK `alg`, key type) stays meshgate's, as in Envoy.
 
-use super::algorithms::{Ecdsa, EdDsa, RsaPkcs1, RsaPss};
+use super::algorithms::{Ecdsa, EdDsa, JwsSignature, RsaPkcs1, RsaPss};
 use super::crypto::SignatureBackend;
 use super::jwk::{KeyMaterial, KeySet, PublicKey};
-use super::token::HeaderExtensions;
 use super::UntrustedJwt;
 use crate::error::AuthnError;
 use chrono::{DateTime, TimeDelta, Utc};
-use jwt_compact::{Algorithm, AlgorithmExt, Claims, Empty, TimeOptions, UntrustedToken};
+use jwt_compact::{Algorithm, AlgorithmSignature, Claims, Empty, TimeOptions};
 
 /// Audience comparison as jwt_verify_lib does it: scheme and trailing slash are ignored,
 /// so `https://svc/` and `svc` are the same audience.
@@ -137,26 +136,28 @@ fn signature_verifies(
     key: &PublicKey,
     backend: &dyn SignatureBackend,
 ) -> bool {
-    let (alg, token) = (jwt.alg, &jwt.token);
+    let alg = jwt.alg;
     match &key.material {
         KeyMaterial::Rsa(k) => RsaPkcs1::new(alg, backend)
-            .map(|a| validates(&a, k, token))
-            .or_else(|| RsaPss::new(alg, backend).map(|a| validates(&a, k, token))),
-        KeyMaterial::Ec(k) => Ecdsa::new(alg, backend).map(|a| validates(&a, k, token)),
-        KeyMaterial::Ed25519(k) => EdDsa::new(alg, backend).map(|a| validates(&a, k, token)),
+            .map(|a| verifies(&a, k, jwt))
+            .or_else(|| RsaPss::new(alg, backend).map(|a| verifies(&a, k, jwt))),
+        KeyMaterial::Ec(k) => Ecdsa::new(alg, backend).map(|a| verifies(&a, k, jwt)),
+        KeyMaterial::Ed25519(k) => EdDsa::new(alg, backend).map(|a| verifies(&a, k, jwt)),
     }
     .unwrap_or(false)
 }
 
-/// jwt-compact's integrity check: the algorithm name against the token's `alg`, then the
-/// signature over the signing input. (Its claim parse is the plain `Claims`: the claims were
-/// checked already.)
-fn validates<A: Algorithm>(
+/// The integrity check jwt-compact's `Validator` makes, without its claim parse: the algorithm
+/// is built from the token's own `alg` (the validator's name check holds by construction) and
+/// the claims were parsed and checked already — re-parsing them for every key tried (a token
+/// without `kid` is tried against every key) would cost µs per attempt and repeat no check.
+fn verifies<A: Algorithm<Signature = JwsSignature>>(
     alg: &A,
     key: &A::VerifyingKey,
-    token: &UntrustedToken<'_, HeaderExtensions>,
+    jwt: &UntrustedJwt<'_>,
 ) -> bool {
-    alg.validator::<Empty>(key).validate(token).is_ok()
+    JwsSignature::try_from_slice(jwt.token.signature_bytes())
+        .is_ok_and(|sig| alg.verify_signature(&sig, key, jwt.signing_input.as_bytes()))
 }
 
 #[cfg(test)]
