@@ -508,3 +508,74 @@ fn weak_rsa_keys_in_a_fetched_jwks_are_refused_and_counted() {
     assert_eq!(run.m.get("meshgate.jwks_fetch.ok"), 1);
     assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
 }
+
+#[test]
+fn access_tokens_only_parses_per_rule_and_defaults_off() {
+    let parse = |extra: Value| {
+        let mut rule = remote_rule();
+        rule.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Settings::from_json(json!({"jwtRules": [rule]}).to_string().as_bytes())
+    };
+    assert!(parse(json!({})).is_ok());
+    assert!(parse(json!({"accessTokensOnly": true})).is_ok());
+    assert!(parse(json!({"accessTokensOnly": false})).is_ok());
+    let errs = parse(json!({"accessTokensOnly": "yes"})).unwrap_err();
+    assert!(
+        errs[0]
+            .to_string()
+            .starts_with("jwtRules[0].accessTokensOnly"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn access_tokens_only_refuses_keycloak_id_and_refresh_tokens() {
+    // A Keycloak ID token whose `aud` happens to match must not pass as a bearer token when the
+    // rule says accessTokensOnly; without the option (Istio semantics) it does.
+    let key = Key::new("k1", 7);
+    let token = |typ: Option<&str>| {
+        let mut c = claims(ISS);
+        if let Some(t) = typ {
+            c["typ"] = json!(t);
+        }
+        key.sign(c)
+    };
+    let mut only = remote_rule();
+    only["accessTokensOnly"] = json!(true);
+    for (rule, typ, want) in [
+        (remote_rule(), Some("ID"), (200, "")),
+        (remote_rule(), None, (200, "")),
+        (only.clone(), Some("Bearer"), (200, "")),
+        (
+            only.clone(),
+            Some("ID"),
+            (401, "Jwt is not an access token ([typ] is not Bearer)"),
+        ),
+        (
+            only.clone(),
+            Some("Refresh"),
+            (401, "Jwt is not an access token ([typ] is not Bearer)"),
+        ),
+        (
+            only.clone(),
+            None,
+            (401, "Jwt is not an access token ([typ] is not Bearer)"),
+        ),
+    ] {
+        let mut run = Run::new(json!({"jwtRules": [rule]}));
+        let t = token(typ);
+        let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+            panic!("first request must wait for keys")
+        };
+        run.respond(&f[0], Some(200), &jwks(&[&key]), NOW);
+        let d = run.req(&get(Some(&t)), NOW);
+        assert_eq!((status(&d), body(&d)), want, "typ {typ:?}");
+        if want.0 == 401 {
+            assert_eq!(run.m.get("meshgate.denied.not_access_token"), 1);
+            // The cache must not let it through later either.
+            assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 401);
+        }
+    }
+}
