@@ -92,6 +92,9 @@ pub struct JwtRuleConfig {
     #[serde(default)]
     pub presence: Presence,
     pub kid_refetch_cooldown: Option<String>,
+    /// Only Keycloak access tokens (`typ` claim `Bearer`), never ID or refresh tokens.
+    #[serde(default)]
+    pub access_tokens_only: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +164,8 @@ pub struct JwtRule {
     pub payload_header: Option<String>,
     pub forward: bool,
     pub space_delimited: Rc<[String]>,
+    /// `accessTokensOnly`: the token's `typ` claim must be `Bearer`.
+    pub access_tokens_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,6 +490,7 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
                 .map(|h| h.to_ascii_lowercase()),
             forward: rule.forward_original_token,
             space_delimited: space_delimited.into(),
+            access_tokens_only: rule.access_tokens_only,
         }),
         _ => Err(errors),
     }

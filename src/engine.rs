@@ -268,6 +268,7 @@ impl Engine {
             issuer: Some(&rule.issuer),
             audiences: &rule.audiences,
             clock_skew_secs: rule.clock_skew_secs,
+            access_tokens_only: rule.access_tokens_only,
         };
         if let Err(e) = check_claims(&jwt, &claim_rules, now) {
             return TokenResult::Invalid(e);

@@ -52,6 +52,7 @@ fn verdict(v: &Value, backend: &dyn SignatureBackend) -> Result<(), AuthnError> 
         issuer: v["issuer"].as_str(),
         audiences: &audiences,
         clock_skew_secs: 60,
+        access_tokens_only: false,
     };
     check_claims(&jwt, &rules, now)?;
     verify_signature(&jwt, &keys, backend).map(|_| ())

@@ -518,9 +518,9 @@ fn access_tokens_only_parses_per_rule_and_defaults_off() {
             .extend(extra.as_object().unwrap().clone());
         Settings::from_json(json!({"jwtRules": [rule]}).to_string().as_bytes())
     };
-    assert!(parse(json!({})).is_ok());
-    assert!(parse(json!({"accessTokensOnly": true})).is_ok());
-    assert!(parse(json!({"accessTokensOnly": false})).is_ok());
+    assert!(!parse(json!({})).unwrap().rules[0].access_tokens_only);
+    assert!(parse(json!({"accessTokensOnly": true})).unwrap().rules[0].access_tokens_only);
+    assert!(!parse(json!({"accessTokensOnly": false})).unwrap().rules[0].access_tokens_only);
     let errs = parse(json!({"accessTokensOnly": "yes"})).unwrap_err();
     assert!(
         errs[0]
@@ -565,11 +565,11 @@ fn access_tokens_only_refuses_keycloak_id_and_refresh_tokens() {
         ),
     ] {
         let mut run = Run::new(json!({"jwtRules": [rule]}));
-        let t = token(typ);
-        let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+        let Decision::Wait(f) = run.req(&get(Some(&token(Some("Bearer")))), NOW) else {
             panic!("first request must wait for keys")
         };
         run.respond(&f[0], Some(200), &jwks(&[&key]), NOW);
+        let t = token(typ);
         let d = run.req(&get(Some(&t)), NOW);
         assert_eq!((status(&d), body(&d)), want, "typ {typ:?}");
         if want.0 == 401 {

@@ -29,6 +29,8 @@ pub struct ClaimRules<'a> {
     /// Allowed audiences, already normalized (empty: not checked).
     pub audiences: &'a [String],
     pub clock_skew_secs: u64,
+    /// Only Keycloak access tokens: the `typ` claim must be `Bearer` (`accessTokensOnly`).
+    pub access_tokens_only: bool,
 }
 
 /// Leeways beyond this (about 31,700 years) are clamped, so `nbf - leeway` stays within
@@ -70,7 +72,7 @@ pub fn check_time(
     Ok(())
 }
 
-/// Issuer, time and audience checks (everything but the signature).
+/// Issuer, time, audience and token-type checks (everything but the signature).
 pub fn check_claims(
     jwt: &UntrustedJwt<'_>,
     rules: &ClaimRules<'_>,
@@ -91,6 +93,10 @@ pub fn check_claims(
         })
     {
         return Err(AuthnError::AudienceNotAllowed);
+    }
+    // Keycloak writes `typ` into every token it issues: `Bearer` (access), `ID`, `Refresh`.
+    if rules.access_tokens_only && jwt.claims.typ.as_deref() != Some("Bearer") {
+        return Err(AuthnError::NotAccessToken);
     }
     Ok(())
 }
