@@ -72,6 +72,11 @@ pub fn parse(token: &str, max_len: usize) -> Result<UntrustedJwt<'_>, AuthnError
     if token.len() > max_len {
         return Err(AuthnError::TooLarge);
     }
+    // An empty signature segment (`h.p.`, e.g. an unsecured `alg: none` token): jwt-compact
+    // would parse it; Envoy sees two segments. Envoy's answer is kept.
+    if token.ends_with('.') {
+        return Err(AuthnError::BadFormat);
+    }
     let untrusted = UntrustedToken::<HeaderExtensions>::try_from(token)
         .map_err(|e| envoy_reason(token, parse_error_fallback(&e)))?;
     let alg = supported_alg(untrusted.algorithm())?;
@@ -286,6 +291,14 @@ mod tests {
         assert_eq!(parse(&t, t.len()).map(|j| j.alg), Ok(Alg::RS256));
         assert_eq!(parse(&t, t.len() - 1).unwrap_err(), AuthnError::TooLarge);
         assert_eq!(parse("!!!", 2).unwrap_err(), AuthnError::TooLarge);
+    }
+
+    #[test]
+    fn an_empty_signature_is_envoys_bad_format() {
+        let t = tok(r#"{"alg":"none"}"#, r#"{"iss":"i"}"#, "");
+        assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::BadFormat);
+        let t = tok(r#"{"alg":"RS256"}"#, r#"{"iss":"i"}"#, "");
+        assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::BadFormat);
     }
 
     #[test]
