@@ -491,6 +491,7 @@ fn weak_rsa_keys_in_a_fetched_jwks_are_refused_and_counted() {
     // the JWKS still loads; Keycloak's `use: enc` key is skipped without counting.
     let key = Key::new("k1", 7);
     let mut body: Value = serde_json::from_slice(&jwks(&[&key])).unwrap();
+    use meshgate::jwt::b64url_encode;
     let n2048 = b64url_encode(&[0xc7u8; 256]);
     let keys = body["keys"].as_array_mut().unwrap();
     keys.push(
@@ -500,7 +501,7 @@ fn weak_rsa_keys_in_a_fetched_jwks_are_refused_and_counted() {
     keys.push(json!({"kid": "enc", "kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "n": n2048, "e": "AQAB"}));
     let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
     let t = key.sign(claims(ISS));
-    let Decision::Wait(f) = run.req(&get(Some(&t)), NOW) else {
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&t)), NOW) else {
         panic!("first request must wait for keys")
     };
     run.respond(&f[0], Some(200), body.to_string().as_bytes(), NOW);
@@ -565,7 +566,9 @@ fn access_tokens_only_refuses_keycloak_id_and_refresh_tokens() {
         ),
     ] {
         let mut run = Run::new(json!({"jwtRules": [rule]}));
-        let Decision::Wait(f) = run.req(&get(Some(&token(Some("Bearer")))), NOW) else {
+        let Decision::Wait(Wait { calls: f, .. }) =
+            run.req(&get(Some(&token(Some("Bearer")))), NOW)
+        else {
             panic!("first request must wait for keys")
         };
         run.respond(&f[0], Some(200), &jwks(&[&key]), NOW);
