@@ -49,6 +49,7 @@ Test-control endpoints (development only; no authentication; loopback only):
         | sig_only (no enc key) | empty ({"keys": []}) | error500 | slow (normal after `delay` s, default 5,
         max 60) | slow_error500 (500 after `delay` s) | reset (connection closed, no response) | huge (a valid
         JWKS padded to 10 MB) | many_keys / many_keys_last (the realm's keys before / after 1,000 extra keys) | garbage (200 application/json with a non-JSON body) | notfound (404)
+        | weak_rsa (normal, plus an RSA key of 1024 bits and one with the exponent 2^33+1)
   POST /_admin/mint   JSON body, all optional:
         realm          "myrealm" (default: the realm of --realm-file)
         user           "alice" (default) - Keycloak claims for that user, as the `password` grant builds them
@@ -863,6 +864,15 @@ class Handler(BaseHTTPRequestHandler):
             junk = [dict(es, kid=f"junk-{i}") for i in range(1000)]
             self._json(200, {"keys": own + junk if mode == "many_keys" else junk + own})
             return
+        if mode == "weak_rsa":
+            # Signature keys a verifier must refuse (RFC 7518 §3.3 minimum size; BoringSSL's e cap).
+            own = realm.jwks("normal")["keys"]
+            rs = next(k for k in own if k.get("alg") == "RS256")
+            n1024 = b64u(bytes([0xC7]) * 128)
+            big_e = b64u(((1 << 33) + 1).to_bytes(5, "big"))
+            weak = [dict(rs, kid="weak-1024", n=n1024), dict(rs, kid="weak-big-e", e=big_e)]
+            self._json(200, {"keys": own + weak})
+            return
         if mode in ("error500", "slow_error500"):
             self._json(500, {"error": "unknown_error"})
         elif mode == "notfound":
@@ -1227,7 +1237,7 @@ class Handler(BaseHTTPRequestHandler):
         elif what == "jwks-mode" and method == "POST":
             r = self._admin_realm(q)
             mode = q.get("mode", "normal")
-            if mode not in ("normal", "keycloak_default", "sig_first", "sig_only", "empty", "error500", "slow", "slow_error500", "reset", "huge", "many_keys", "many_keys_last",
+            if mode not in ("normal", "keycloak_default", "sig_first", "sig_only", "empty", "error500", "slow", "slow_error500", "reset", "huge", "many_keys", "many_keys_last", "weak_rsa",
                             "garbage", "notfound"):
                 raise OAuthError(400, "invalid_request", f"unknown mode {mode!r}")
             with r.lock:
