@@ -10,6 +10,7 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod http_target;
 pub mod identity;
 mod json_path;
 pub mod jwks;

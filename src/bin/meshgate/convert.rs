@@ -13,8 +13,9 @@
 //! WasmPlugins.
 
 use crate::yamldoc;
-use meshgate::config::{http_target, Settings};
+use meshgate::config::Settings;
 use meshgate::error::ConfigError;
+use meshgate::http_target::http_target;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
