@@ -301,16 +301,55 @@ fn valid_header_name(h: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// One JWTRule, checked field by field; every error is reported, in field order.
 fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigError>> {
     let mut errors = Vec::new();
     if rule.issuer.is_empty() {
         errors.push(ConfigError::new(format!("{path}.issuer"), "is required"));
     }
+    let times = rule_times(rule, path, &mut errors);
+    let keys = key_source(rule, path, &mut errors);
+    check_token_locations(rule, path, &mut errors);
+    let outputs = rule_outputs(rule, path, &mut errors);
+    let space_delimited = space_delimited_claims(rule, path, &mut errors);
+    match (keys, errors.is_empty()) {
+        (Some(keys), true) => Ok(JwtRule {
+            issuer: rule.issuer.clone(),
+            audiences: rule
+                .audiences
+                .iter()
+                .map(|a| normalize_audience(a).to_string())
+                .collect(),
+            keys,
+            timeout: times.timeout,
+            cache_duration: times.cache_duration,
+            clock_skew_secs: times.clock_skew.as_secs(),
+            presence: rule.presence,
+            kid_refetch_cooldown: times.kid_refetch_cooldown,
+            claim_headers: outputs.claim_headers,
+            payload_header: outputs.payload_header,
+            forward: rule.forward_original_token,
+            space_delimited: space_delimited.into(),
+            access_tokens_only: rule.access_tokens_only,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The rule's durations (defaults where absent).
+struct RuleTimes {
+    timeout: Duration,
+    cache_duration: Duration,
+    clock_skew: Duration,
+    kid_refetch_cooldown: Duration,
+}
+
+fn rule_times(rule: &JwtRuleConfig, path: &str, errors: &mut Vec<ConfigError>) -> RuleTimes {
     let timeout = duration_field(
         &rule.timeout,
         DEFAULT_TIMEOUT,
         format!("{path}.timeout"),
-        &mut errors,
+        errors,
     );
     if timeout.is_zero() {
         errors.push(ConfigError::new(
@@ -322,7 +361,7 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
         &rule.cache_duration,
         DEFAULT_CACHE_DURATION,
         format!("{path}.cacheDuration"),
-        &mut errors,
+        errors,
     );
     if cache_duration < Duration::from_secs(1) {
         errors.push(ConfigError::new(
@@ -334,14 +373,29 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
         &rule.clock_skew,
         DEFAULT_CLOCK_SKEW,
         format!("{path}.clockSkew"),
-        &mut errors,
+        errors,
     );
     let kid_refetch_cooldown = duration_field(
         &rule.kid_refetch_cooldown,
         DEFAULT_KID_REFETCH_COOLDOWN,
         format!("{path}.kidRefetchCooldown"),
-        &mut errors,
+        errors,
     );
+    RuleTimes {
+        timeout,
+        cache_duration,
+        clock_skew,
+        kid_refetch_cooldown,
+    }
+}
+
+/// Where the keys come from: inline `jwks`, `jwksUri`, or OIDC discovery from the issuer; `None`
+/// when that cannot be decided (the error says why).
+fn key_source(
+    rule: &JwtRuleConfig,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<KeySource> {
     if let Some(c) = &rule.jwks_cluster {
         if c.is_empty() {
             errors.push(ConfigError::new(
@@ -350,7 +404,7 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
             ));
         }
     }
-    let keys = match (&rule.jwks_uri, &rule.jwks) {
+    match (&rule.jwks_uri, &rule.jwks) {
         (Some(_), Some(_)) => {
             errors.push(ConfigError::new(
                 format!("{path}.jwks"),
@@ -400,7 +454,11 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
                 }
             }
         }
-    };
+    }
+}
+
+/// fromHeaders / fromParams / fromCookies: only checked here; `locations` merges them across rules.
+fn check_token_locations(rule: &JwtRuleConfig, path: &str, errors: &mut Vec<ConfigError>) {
     for (j, h) in rule.from_headers.iter().enumerate() {
         if !valid_header_name(&h.name) {
             errors.push(ConfigError::new(
@@ -425,6 +483,15 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
             ));
         }
     }
+}
+
+/// Headers the rule writes upstream from a verified token.
+struct RuleOutputs {
+    claim_headers: Vec<ClaimHeader>,
+    payload_header: Option<String>,
+}
+
+fn rule_outputs(rule: &JwtRuleConfig, path: &str, errors: &mut Vec<ConfigError>) -> RuleOutputs {
     let mut claim_headers = Vec::new();
     for (j, c) in rule.output_claim_to_headers.iter().enumerate() {
         if !valid_header_name(&c.header) {
@@ -452,6 +519,21 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
             ));
         }
     }
+    RuleOutputs {
+        claim_headers,
+        payload_header: rule
+            .output_payload_to_header
+            .as_ref()
+            .map(|h| h.to_ascii_lowercase()),
+    }
+}
+
+/// Claims split on spaces for policy matching: `scope` and `permission` always, then the rule's own.
+fn space_delimited_claims(
+    rule: &JwtRuleConfig,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<String> {
     let mut space_delimited = vec!["scope".to_string(), "permission".to_string()];
     for (j, c) in rule.space_delimited_claims.iter().enumerate() {
         if c.is_empty() {
@@ -463,31 +545,7 @@ fn compile_rule(rule: &JwtRuleConfig, path: &str) -> Result<JwtRule, Vec<ConfigE
             space_delimited.push(c.clone());
         }
     }
-    match (keys, errors.is_empty()) {
-        (Some(keys), true) => Ok(JwtRule {
-            issuer: rule.issuer.clone(),
-            audiences: rule
-                .audiences
-                .iter()
-                .map(|a| normalize_audience(a).to_string())
-                .collect(),
-            keys,
-            timeout,
-            cache_duration,
-            clock_skew_secs: clock_skew.as_secs(),
-            presence: rule.presence,
-            kid_refetch_cooldown,
-            claim_headers,
-            payload_header: rule
-                .output_payload_to_header
-                .as_ref()
-                .map(|h| h.to_ascii_lowercase()),
-            forward: rule.forward_original_token,
-            space_delimited: space_delimited.into(),
-            access_tokens_only: rule.access_tokens_only,
-        }),
-        _ => Err(errors),
-    }
+    space_delimited
 }
 
 /// Token locations, merged across rules (Envoy extractor): a rule without any fromHeaders,
