@@ -64,7 +64,7 @@ test: $(VENV)/.setup-done
 
 test-native:
 	$(CARGO) test --locked
-	$(CARGO) test --locked --features cli --bin meshgate --test converter
+	$(CARGO) test --locked --features cli --lib --test converter
 
 test-e2e: build $(VENV)/.setup-done
 	$(PYTHON) -m pytest -q tests/e2e

@@ -6,6 +6,9 @@
 pub mod authz;
 pub mod calls;
 pub mod config;
+/// `meshgate convert` (host tool only: the feature `cli` is never enabled for the .wasm).
+#[cfg(feature = "cli")]
+pub mod convert;
 pub mod duration;
 pub mod engine;
 pub mod error;

@@ -1,5 +1,5 @@
-//! Golden-file tests of `meshgate convert` (needs the `cli` feature:
-//! `cargo test --features cli --test converter`; without it this file is empty).
+//! Golden-file tests of `meshgate convert`: `cargo test --features cli --test converter` (Cargo.toml
+//! declares the target with `required-features = ["cli"]`: without the feature it is not built at all).
 //!
 //! Every directory under tests/converter/ is one case: `args` (one argument per line; run with the case
 //! directory as working directory), optional `stdin`, and the expected `expected.out` (stdout),
@@ -9,7 +9,6 @@
 //! Beyond byte equality: every WasmPlugin written is parsed back and its pluginConfig accepted by
 //! `Settings::from_json` (what the filter runs), JSON and YAML output agree, and the JSON twins of
 //! inputs (used by tests/e2e/test_converter_differential.py, which has no YAML parser) match the YAML.
-#![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use meshgate::config::Settings;

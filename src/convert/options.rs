@@ -1,0 +1,215 @@
+//! What `meshgate convert` can be told: the options, their checks, and the command line that sets them.
+
+pub const HELP: &str = "\
+meshgate convert: Istio RequestAuthentication + AuthorizationPolicy -> meshgate WasmPlugin(s)
+
+usage: meshgate convert [OPTIONS] [FILES...|-]
+
+Reads Kubernetes YAML (multi-document; also `kind: List`) from FILES, or standard input when no file or `-`
+is given. security.istio.io/v1 and v1beta1 RequestAuthentication and AuthorizationPolicy objects are
+converted; other kinds are ignored with a note. Writes one extensions.istio.io/v1alpha1 WasmPlugin per
+(namespace, workload selector / targetRefs) to standard output: phase AUTHN, failStrategy FAIL_CLOSE,
+pluginName meshgate, pluginConfig {jwtRules, policies}. The generated pluginConfig is checked with the
+filter's own configuration parser.
+
+Anything that cannot be expressed (CUSTOM policies, unsupported fields or condition keys, unknown fields,
+workloads that two WasmPlugins would select, ...) is an error naming the file, document and field path.
+On any error nothing is written and the exit status is 1, unless --keep-going.
+
+options:
+  --name N              WasmPlugin name (default: meshgate). With several WasmPlugins in one namespace the
+                        namespace-wide one is N and the others N-<selector values>.
+  --namespace NS        namespace of objects without metadata.namespace (default: default)
+  --root-namespace NS   Istio root namespace: policies there without selector are mesh-wide
+                        (default: istio-system)
+  --url URL             WasmPlugin spec.url: oci://, https://, http:// or file://
+                        (default: oci://registry.local/meshgate:<version>, a placeholder)
+  --sha256 HEX          WasmPlugin spec.sha256 (64 hex digits)
+  --match-mode MODE     add spec.match [{mode: MODE}]: SERVER, CLIENT or CLIENT_AND_SERVER
+                        (default: no match, i.e. CLIENT_AND_SERVER)
+  --merge-inherited     copy namespace-wide and mesh-wide policies into every WasmPlugin of a more specific
+                        selector (as Istio merges them per workload) instead of reporting the overlap;
+                        workloads that no selector matches then lose those policies
+  --keep-going          convert what can be converted, report the rest; exit status still 1 on any error
+  -o, --output FORMAT   yaml (default) or json (one object, or a v1 List for several)
+  -h, --help            this help
+
+exit status: 0 converted, 1 conversion errors, 2 usage or I/O errors";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub version: &'static str,
+    pub name: String,
+    pub default_namespace: String,
+    pub root_namespace: String,
+    pub url: Option<String>,
+    pub sha256: Option<String>,
+    pub match_mode: Option<String>,
+    pub merge_inherited: bool,
+    pub keep_going: bool,
+    pub output: OutputFormat,
+}
+
+impl Options {
+    pub fn new(version: &'static str) -> Options {
+        Options {
+            version,
+            name: "meshgate".into(),
+            default_namespace: "default".into(),
+            root_namespace: "istio-system".into(),
+            url: None,
+            sha256: None,
+            match_mode: None,
+            merge_inherited: false,
+            keep_going: false,
+            output: OutputFormat::Yaml,
+        }
+    }
+
+    /// Checks and normalizes the options; the message is for a usage error.
+    pub fn validate(&mut self) -> Result<(), String> {
+        if !is_dns_subdomain(&self.name) {
+            return Err(format!(
+                "--name {:?}: must be a lower-case DNS subdomain (a-z, 0-9, '-', '.')",
+                self.name
+            ));
+        }
+        for (flag, ns) in [
+            ("--namespace", &self.default_namespace),
+            ("--root-namespace", &self.root_namespace),
+        ] {
+            if !is_dns_label(ns) {
+                return Err(format!(
+                    "{flag} {ns:?}: must be a DNS label (a-z, 0-9, '-', at most 63)"
+                ));
+            }
+        }
+        if let Some(h) = &self.sha256 {
+            let h = h.to_ascii_lowercase();
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("--sha256 {h:?}: must be 64 hex digits"));
+            }
+            self.sha256 = Some(h);
+        }
+        if let Some(url) = &self.url {
+            if let Some((scheme, rest)) = url.split_once("://") {
+                if !["oci", "http", "https", "file"].contains(&scheme) || rest.is_empty() {
+                    return Err(format!(
+                        "--url {url:?}: scheme must be oci://, https://, http:// or file://"
+                    ));
+                }
+            } else if url.is_empty() {
+                return Err("--url must not be empty".into());
+            }
+            if let (Some((_, digest)), Some(sha)) = (url.split_once("@sha256:"), &self.sha256) {
+                if !digest.eq_ignore_ascii_case(sha) {
+                    return Err(format!(
+                        "--sha256 differs from the digest in --url {url:?} (Istio rejects that)"
+                    ));
+                }
+            }
+        }
+        if let Some(m) = &self.match_mode {
+            let m = m.to_ascii_uppercase();
+            if !["SERVER", "CLIENT", "CLIENT_AND_SERVER"].contains(&m.as_str()) {
+                return Err(format!(
+                    "--match-mode {m:?}: must be SERVER, CLIENT or CLIENT_AND_SERVER"
+                ));
+            }
+            self.match_mode = Some(m);
+        }
+        Ok(())
+    }
+
+    pub(super) fn url(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("oci://registry.local/meshgate:{}", self.version))
+    }
+}
+
+/// A `meshgate convert` command line, parsed.
+pub struct ConvertArgs {
+    pub options: Options,
+    /// Input files as given; `-` is standard input (none given: standard input).
+    pub files: Vec<String>,
+}
+
+pub enum Parsed {
+    Run(ConvertArgs),
+    Help,
+}
+
+/// Parses the arguments after `convert`; the error is a usage error.
+pub fn parse_args(args: &[String], version: &'static str) -> Result<Parsed, String> {
+    let mut options = Options::new(version);
+    let mut files = Vec::new();
+    let mut only_files = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if only_files || arg == "-" || !arg.starts_with('-') {
+            files.push(arg.clone());
+            continue;
+        }
+        if arg == "--" {
+            only_files = true;
+            continue;
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--name" => options.name = value(flag)?,
+            "--namespace" | "-n" => options.default_namespace = value(flag)?,
+            "--root-namespace" => options.root_namespace = value(flag)?,
+            "--url" => options.url = Some(value(flag)?),
+            "--sha256" => options.sha256 = Some(value(flag)?),
+            "--match-mode" => options.match_mode = Some(value(flag)?),
+            "--merge-inherited" => options.merge_inherited = true,
+            "--keep-going" | "-k" => options.keep_going = true,
+            "-o" | "--output" => {
+                options.output = match value(flag)?.as_str() {
+                    "yaml" => OutputFormat::Yaml,
+                    "json" => OutputFormat::Json,
+                    other => return Err(format!("--output must be yaml or json, not {other:?}")),
+                }
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+        if inline.is_some() && matches!(flag, "--merge-inherited" | "--keep-going" | "--help") {
+            return Err(format!("{flag} takes no value"));
+        }
+    }
+    options.validate()?;
+    Ok(Parsed::Run(ConvertArgs { options, files }))
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
+}

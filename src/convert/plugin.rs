@@ -1,0 +1,216 @@
+//! One group -> one WasmPlugin: its pluginConfig checked by the filter's parser (errors mapped back to the
+//! objects they came from), the notes about where it applies and which clusters it needs, the object.
+
+use super::group::Group;
+use super::shapes::{MatchOut, PluginMeta, PluginSpec, SelectorOut, WasmPlugin};
+use super::translate::{
+    policy_path, rewrite_refs, strip_json_position, validate, DocRef, Kind, Target,
+};
+use super::Converter;
+use crate::http_target::http_target;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// One generated WasmPlugin.
+pub(super) struct Plugin {
+    /// The objects it was generated from (comment lines in YAML output).
+    pub(super) sources: Vec<DocRef>,
+    pub(super) object: WasmPlugin,
+    pub(super) version: &'static str,
+}
+
+impl Converter<'_> {
+    /// Builds and checks one pluginConfig; objects whose part fails are dropped (and reported).
+    pub(super) fn plugin(&mut self, g: &Group) -> Option<Plugin> {
+        let mut members: Vec<usize> = g.members().collect();
+        loop {
+            // (source, index inside the source) of every jwtRules / policies entry
+            let mut jwt_origin = Vec::new();
+            let mut policy_origin = Vec::new();
+            let mut jwt_rules = Vec::new();
+            let mut policies = Vec::new();
+            for &s in &members {
+                let src = &self.sources[s];
+                for (j, item) in src.items.iter().enumerate() {
+                    match src.kind {
+                        Kind::RequestAuthentication => {
+                            jwt_origin.push((s, j));
+                            jwt_rules.push(item.clone());
+                        }
+                        Kind::AuthorizationPolicy => {
+                            policy_origin.push((s, j));
+                            policies.push(item.clone());
+                        }
+                    }
+                }
+            }
+            let mut config = Map::new();
+            if !jwt_rules.is_empty() {
+                config.insert("jwtRules".into(), Value::Array(jwt_rules));
+            }
+            if !policies.is_empty() {
+                config.insert("policies".into(), Value::Array(policies));
+            }
+            let config = Value::Object(config);
+            let errors = match validate(&config) {
+                Ok(()) => return Some(self.finish(g, &members, config)),
+                Err(e) => e,
+            };
+            // map each error to its object; an error of no object fails the whole WasmPlugin
+            let describe = |list: &str, i: usize| -> Option<(usize, String)> {
+                let (origin, field) = match list {
+                    "jwtRules" => (jwt_origin.get(i)?, "spec.jwtRules"),
+                    _ => (policy_origin.get(i)?, "spec"),
+                };
+                let src = &self.sources[origin.0];
+                let at = if field == "spec" {
+                    String::new()
+                } else {
+                    format!(" {field}[{}]", origin.1)
+                };
+                Some((origin.0, format!("{}{at}", src.doc)))
+            };
+            let mut failed = BTreeSet::new();
+            let mut texts = Vec::new();
+            for e in errors {
+                let msg = rewrite_refs(&strip_json_position(&e.message), |list, i| {
+                    describe(list, i).map(|(_, d)| d)
+                });
+                let located = ["jwtRules", "policies"].iter().find_map(|list| {
+                    let rest = e.path.strip_prefix(list)?.strip_prefix('[')?;
+                    let end = rest.find(']')?;
+                    let i: usize = rest[..end].parse().ok()?;
+                    let rest = &rest[end + 1..];
+                    let (s, j) = if *list == "jwtRules" {
+                        *jwt_origin.get(i)?
+                    } else {
+                        *policy_origin.get(i)?
+                    };
+                    let path = if *list == "jwtRules" {
+                        format!("spec.jwtRules[{j}]{rest}")
+                    } else {
+                        policy_path(rest)
+                    };
+                    Some((s, path))
+                });
+                match located {
+                    Some((s, path)) => {
+                        failed.insert(s);
+                        texts.push(format!(
+                            "{}: {path}: {msg} (in WasmPlugin {}/{})",
+                            self.sources[s].doc, g.namespace, g.name
+                        ));
+                    }
+                    None => {
+                        failed.extend(members.iter().copied());
+                        texts.push(format!(
+                            "WasmPlugin {}/{}: {}: {msg}",
+                            g.namespace, g.name, e
+                        ));
+                    }
+                }
+            }
+            for t in texts {
+                self.error(t);
+            }
+            members.retain(|m| !failed.contains(m));
+            if failed.is_empty() || !members.iter().any(|m| g.own.contains(m)) {
+                return None;
+            }
+        }
+    }
+
+    fn finish(&mut self, g: &Group, members: &[usize], config: Value) -> Plugin {
+        let id = format!("WasmPlugin {}/{}", g.namespace, g.name);
+        match &g.target {
+            Target::Namespace if g.namespace == self.opts.root_namespace => self.note(format!(
+                "{id} is mesh-wide (root namespace {}, no selector): it applies to every workload in the mesh",
+                g.namespace
+            )),
+            Target::Selector(_) if g.namespace == self.opts.root_namespace => self.note(format!(
+                "{id} is in the root namespace {}: its selector applies in every namespace",
+                g.namespace
+            )),
+            Target::Refs(_) => {
+                let singular = members.iter().any(|&m| self.sources[m].singular_target_ref);
+                let from = if singular { " (from the deprecated targetRef)" } else { "" };
+                self.note(format!(
+                    "{id}: targetRefs carried over as is{from}; check that your Istio version supports WasmPlugin \
+                     targetRefs for these kinds"
+                ));
+            }
+            _ => {}
+        }
+        // where the proxy fetches keys: istiod fetched them itself in its default mode
+        let mut clusters: Vec<String> = Vec::new();
+        if let Some(Value::Array(rules)) = config.get("jwtRules") {
+            for r in rules {
+                if r.get("jwks").is_some() {
+                    continue;
+                }
+                let uri = match (
+                    r.get("jwksUri").and_then(Value::as_str),
+                    r.get("issuer").and_then(Value::as_str),
+                ) {
+                    (Some(u), _) => u.to_string(),
+                    (None, Some(iss)) => format!(
+                        "{}/.well-known/openid-configuration",
+                        iss.trim_end_matches('/')
+                    ),
+                    (None, None) => continue,
+                };
+                if let Ok(t) = http_target(&uri, None) {
+                    if !clusters.contains(&t.cluster) {
+                        clusters.push(t.cluster);
+                    }
+                }
+            }
+        }
+        if !clusters.is_empty() {
+            self.note(format!(
+                "{id}: the proxy fetches keys itself through Envoy cluster(s) {} (istiod fetched them in its default \
+                 mode): the workloads must reach these hosts (Service or ServiceEntry, Sidecar egress)",
+                clusters.join(", ")
+            ));
+        }
+        let object = WasmPlugin {
+            api_version: "extensions.istio.io/v1alpha1",
+            kind: "WasmPlugin",
+            metadata: PluginMeta {
+                name: g.name.clone(),
+                namespace: g.namespace.clone(),
+            },
+            spec: PluginSpec {
+                selector: match &g.target {
+                    Target::Selector(l) => Some(SelectorOut {
+                        match_labels: l.clone(),
+                    }),
+                    _ => None,
+                },
+                target_refs: match &g.target {
+                    Target::Refs(r) => r.clone(),
+                    _ => Vec::new(),
+                },
+                url: self.opts.url(),
+                sha256: self.opts.sha256.clone(),
+                phase: "AUTHN",
+                fail_strategy: "FAIL_CLOSE",
+                plugin_name: "meshgate",
+                match_: self
+                    .opts
+                    .match_mode
+                    .clone()
+                    .map(|mode| vec![MatchOut { mode }]),
+                plugin_config: config,
+            },
+        };
+        Plugin {
+            sources: members
+                .iter()
+                .map(|&m| self.sources[m].doc.clone())
+                .collect(),
+            object,
+            version: self.opts.version,
+        }
+    }
+}
