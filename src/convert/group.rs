@@ -375,3 +375,179 @@ pub(super) fn name_suffix_of<'a>(base: &str, name: &'a str) -> &'a str {
         .map(|s| s.trim_start_matches('-'))
         .unwrap_or(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{options, run, texts};
+    use super::super::Level;
+    use super::*;
+    use crate::convert::shapes::TargetRef;
+
+    fn labels(l: &[(&str, &str)]) -> Target {
+        Target::Selector(
+            l.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn group(namespace: &str, target: Target) -> Group {
+        Group {
+            namespace: namespace.into(),
+            target,
+            own: Vec::new(),
+            inherited: Vec::new(),
+            name: String::new(),
+        }
+    }
+
+    #[test]
+    fn names_are_dns_subdomains() {
+        assert_eq!(join_name("meshgate", "Backend_v2"), "meshgate-backend-v2");
+        assert_eq!(join_name("meshgate", "--"), "meshgate-2");
+        let long = join_name("m", &"x".repeat(300));
+        assert_eq!(long.len(), 253);
+        assert_eq!(join_name("m", &format!("{}-y", "x".repeat(250))).len(), 252);
+        assert_eq!(name_suffix_of("meshgate", "meshgate-a-2"), "a-2");
+    }
+
+    #[test]
+    fn one_name_per_namespace_suffixed_by_what_is_selected() {
+        let opts = options();
+        let cx = Converter::new(&opts);
+        let gw = TargetRef {
+            group: None,
+            kind: "Gateway".into(),
+            name: "gw".into(),
+            namespace: None,
+        };
+        let mut groups = vec![
+            group("a", labels(&[("app", "backend")])),
+            group("a", Target::Namespace),
+            group("a", Target::Refs(vec![gw])),
+            group("a", labels(&[("app", "x"), ("tier", "y")])),
+            group("a", labels(&[("app", "x-y")])),
+            group("b", labels(&[("app", "backend")])),
+        ];
+        cx.assign_names(&mut groups);
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "meshgate-backend",
+                "meshgate",
+                "meshgate-gw",
+                "meshgate-x-y",
+                "meshgate-x-y-2",
+                "meshgate"
+            ]
+        );
+    }
+
+    #[test]
+    fn which_workloads_two_groups_share() {
+        let opts = options();
+        let cx = Converter::new(&opts);
+        let overlap = |a: Group, b: Group| cx.overlap(&a, &b);
+        let ns = |n: &str, t: Target| group(n, t);
+        assert_eq!(
+            overlap(
+                ns("a", labels(&[("app", "x")])),
+                ns("a", labels(&[("app", "y")]))
+            ),
+            None
+        );
+        assert_eq!(
+            overlap(
+                ns("a", labels(&[("app", "x")])),
+                ns("a", labels(&[("app", "x"), ("v", "1")]))
+            ),
+            Some((
+                Overlap::Certain,
+                "workloads labelled app=x,v=1 in a".to_string()
+            ))
+        );
+        assert_eq!(
+            overlap(
+                ns("a", labels(&[("app", "x")])),
+                ns("a", labels(&[("tier", "t")]))
+            ),
+            Some((
+                Overlap::Possible,
+                "workloads labelled app=x,tier=t in a".to_string()
+            ))
+        );
+        assert_eq!(
+            overlap(
+                ns("a", labels(&[("app", "x")])),
+                ns("b", labels(&[("app", "x")]))
+            ),
+            None
+        );
+        assert_eq!(
+            overlap(
+                ns("istio-system", labels(&[("istio", "ingressgateway")])),
+                ns("billing", Target::Namespace)
+            ),
+            Some((
+                Overlap::Possible,
+                "workloads labelled istio=ingressgateway in billing".to_string()
+            ))
+        );
+        assert_eq!(
+            overlap(
+                ns("istio-system", Target::Namespace),
+                ns("b", labels(&[("app", "x")]))
+            ),
+            Some((
+                Overlap::Certain,
+                "workloads labelled app=x in b".to_string()
+            ))
+        );
+    }
+
+    const LAYERS: &str = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: mesh-deny, namespace: istio-system}
+spec: {action: DENY, rules: [{to: [{operation: {paths: [/debug]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ns-audit, namespace: apps}
+spec: {action: AUDIT, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: own, namespace: apps}
+spec: {selector: {matchLabels: {app: x}}, rules: [{}]}
+";
+
+    #[test]
+    fn overlapping_layers_are_an_error_unless_merged() {
+        let out = run(LAYERS, &options());
+        let errors = texts(&out, Level::Error);
+        // every pair: mesh-wide + namespace-wide, mesh-wide + app=x, namespace-wide + app=x
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("would both run on every workload in namespace apps"));
+        assert!(errors[2].ends_with("pass --merge-inherited to copy namespace-wide and mesh-wide policies into the WasmPlugins of the more specific selectors"));
+        assert_eq!(out.stdout, "");
+
+        let mut opts = options();
+        opts.merge_inherited = true;
+        opts.output = crate::convert::OutputFormat::Json;
+        let out = run(LAYERS, &opts);
+        assert_eq!(texts(&out, Level::Error), Vec::<String>::new());
+        let plugin: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(plugin["metadata"]["name"], "meshgate");
+        assert_eq!(plugin["metadata"]["namespace"], "apps");
+        let names: Vec<&str> = plugin["spec"]["pluginConfig"]["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        // inherited first (mesh-wide, namespace-wide), then the workload's own
+        assert_eq!(names, ["mesh-deny", "ns-audit", "own"]);
+    }
+}

@@ -73,12 +73,7 @@ pub struct Outcome {
 
 /// Converts every input. Never panics on any input.
 pub fn convert(inputs: &[Input], opts: &Options) -> Outcome {
-    let mut cx = Converter {
-        opts,
-        out: Outcome::default(),
-        sources: Vec::new(),
-        seen: HashMap::new(),
-    };
+    let mut cx = Converter::new(opts);
     for input in inputs {
         match yaml::parse_stream(&input.text) {
             Err(e) => cx.error(format!("{}: invalid YAML: {e}", input.label)),
@@ -162,7 +157,16 @@ struct Converter<'a> {
     seen: HashMap<(Kind, String, String), DocRef>,
 }
 
-impl Converter<'_> {
+impl<'a> Converter<'a> {
+    fn new(opts: &'a Options) -> Converter<'a> {
+        Converter {
+            opts,
+            out: Outcome::default(),
+            sources: Vec::new(),
+            seen: HashMap::new(),
+        }
+    }
+
     fn error(&mut self, text: String) {
         let m = Message {
             level: Level::Error,
@@ -182,5 +186,52 @@ impl Converter<'_> {
         if !self.out.messages.contains(&m) {
             self.out.messages.push(m);
         }
+    }
+}
+
+/// Shared by the unit tests of the parts.
+#[cfg(test)]
+mod testing {
+    use super::*;
+
+    pub(super) fn options() -> Options {
+        let mut o = Options::new("9.9.9");
+        o.url = Some("oci://registry.test/meshgate:9.9.9".into());
+        o
+    }
+
+    /// `convert` of one file named `in.yaml`.
+    pub(super) fn run(yaml: &str, opts: &Options) -> Outcome {
+        convert(
+            &[Input {
+                label: "in.yaml".into(),
+                text: yaml.into(),
+            }],
+            opts,
+        )
+    }
+
+    /// The texts of the messages of one level.
+    pub(super) fn texts(out: &Outcome, level: Level) -> Vec<String> {
+        out.messages
+            .iter()
+            .filter(|m| m.level == level)
+            .map(|m| m.text.clone())
+            .collect()
+    }
+
+    /// A Converter that has read `yaml` (objects translated, nothing grouped yet).
+    pub(super) fn read<'a>(yaml: &str, opts: &'a Options) -> Converter<'a> {
+        let mut cx = Converter::new(opts);
+        for d in yaml::parse_stream(yaml).unwrap_or_default() {
+            let doc = DocRef {
+                file: "in.yaml".into(),
+                number: d.number,
+                items: Vec::new(),
+                what: None,
+            };
+            cx.object(doc, &d.value);
+        }
+        cx
     }
 }

@@ -213,3 +213,119 @@ fn is_dns_subdomain(s: &str) -> bool {
 fn is_dns_label(s: &str) -> bool {
     s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn run_args(a: &[&str]) -> ConvertArgs {
+        match parse_args(&args(a), "1.2.3") {
+            Ok(Parsed::Run(r)) => r,
+            Ok(Parsed::Help) => panic!("{a:?}: help"),
+            Err(e) => panic!("{a:?}: {e}"),
+        }
+    }
+
+    fn usage_error(a: &[&str]) -> String {
+        match parse_args(&args(a), "1.2.3") {
+            Err(e) => e,
+            Ok(_) => panic!("{a:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn flags_values_and_files() {
+        let r = run_args(&[
+            "a.yaml",
+            "--name=gate",
+            "-n",
+            "apps",
+            "--root-namespace",
+            "mesh-root",
+            "-o",
+            "json",
+            "-",
+            "--keep-going",
+            "--merge-inherited",
+            "--",
+            "--not-a-flag.yaml",
+        ]);
+        assert_eq!(r.files, args(&["a.yaml", "-", "--not-a-flag.yaml"]));
+        let o = &r.options;
+        assert_eq!(
+            (o.name.as_str(), o.default_namespace.as_str()),
+            ("gate", "apps")
+        );
+        assert_eq!(o.root_namespace, "mesh-root");
+        assert_eq!(o.output, OutputFormat::Json);
+        assert!(o.keep_going && o.merge_inherited);
+        assert_eq!(o.version, "1.2.3");
+        assert_eq!(o.url(), "oci://registry.local/meshgate:1.2.3");
+    }
+
+    #[test]
+    fn help_wins() {
+        assert!(matches!(
+            parse_args(&args(&["x.yaml", "--help"]), "1"),
+            Ok(Parsed::Help)
+        ));
+        assert!(HELP.starts_with("meshgate convert: "));
+    }
+
+    #[test]
+    fn usage_errors_say_what_is_wrong() {
+        assert_eq!(usage_error(&["--name"]), "--name needs a value");
+        assert_eq!(
+            usage_error(&["--keep-going=yes"]),
+            "--keep-going takes no value"
+        );
+        assert_eq!(usage_error(&["--bogus"]), "unknown option \"--bogus\"");
+        assert_eq!(
+            usage_error(&["--output", "xml"]),
+            "--output must be yaml or json, not \"xml\""
+        );
+        assert_eq!(
+            usage_error(&["--name", "Not_A_Name"]),
+            "--name \"Not_A_Name\": must be a lower-case DNS subdomain (a-z, 0-9, '-', '.')"
+        );
+        assert_eq!(
+            usage_error(&["-n", "a.b"]),
+            "--namespace \"a.b\": must be a DNS label (a-z, 0-9, '-', at most 63)"
+        );
+        assert_eq!(
+            usage_error(&["--url", "ftp://x/y"]),
+            "--url \"ftp://x/y\": scheme must be oci://, https://, http:// or file://"
+        );
+        assert_eq!(
+            usage_error(&["--sha256", "abc"]),
+            "--sha256 \"abc\": must be 64 hex digits"
+        );
+        let b = "b".repeat(64);
+        assert_eq!(
+            usage_error(&["--url", "oci://r/m@sha256:aaaa", "--sha256", &b]),
+            "--sha256 differs from the digest in --url \"oci://r/m@sha256:aaaa\" (Istio rejects that)"
+        );
+    }
+
+    #[test]
+    fn sha256_is_normalized_and_may_repeat_the_url_digest() {
+        let upper = "AB".repeat(32);
+        let url = format!("oci://r/m:1@sha256:{}", "ab".repeat(32));
+        let r = run_args(&["--url", &url, "--sha256", &upper]);
+        assert_eq!(r.options.sha256, Some("ab".repeat(32)));
+        assert_eq!(r.options.url(), url);
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns_subdomain("a.b-c"));
+        assert!(!is_dns_subdomain("-a") && !is_dns_subdomain("a.") && !is_dns_subdomain(""));
+        assert!(!is_dns_subdomain(&"a".repeat(254)));
+        assert!(is_dns_label(&"a".repeat(63)) && !is_dns_label(&"a".repeat(64)));
+        assert!(!is_dns_label("a.b"));
+    }
+}

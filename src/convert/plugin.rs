@@ -214,3 +214,99 @@ impl Converter<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{options, run, texts};
+    use super::super::{Level, OutputFormat};
+
+    const TWO_ISSUERS: &str = "\
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: a, namespace: ns}
+spec:
+  selector: {matchLabels: {app: x}}
+  jwtRules: [{issuer: \"http://kc/realms/r\"}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: b, namespace: ns}
+spec:
+  selector: {matchLabels: {app: x}}
+  jwtRules:
+  - {issuer: \"https://idp.example.com:8443/r\", jwksUri: \"https://keys.example.com/certs\"}
+  - {issuer: \"http://inline\", jwks: '{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}]}'}
+";
+
+    #[test]
+    fn notes_name_the_clusters_the_proxy_fetches_keys_through() {
+        let out = run(TWO_ISSUERS, &options());
+        assert_eq!(texts(&out, Level::Error), Vec::<String>::new());
+        assert!(texts(&out, Level::Note).contains(
+            &"WasmPlugin ns/meshgate: the proxy fetches keys itself through Envoy cluster(s) outbound|80||kc, \
+              outbound|443||keys.example.com (istiod fetched them in its default mode): the workloads must reach \
+              these hosts (Service or ServiceEntry, Sidecar egress)"
+                .to_string()
+        ));
+    }
+
+    #[test]
+    fn an_error_of_the_merged_config_points_at_its_object() {
+        let dup = TWO_ISSUERS.replace("https://idp.example.com:8443/r", "http://kc/realms/r");
+        let out = run(&dup, &options());
+        assert_eq!(
+            texts(&out, Level::Error),
+            vec![
+                "in.yaml: doc 2 (RequestAuthentication ns/b): spec.jwtRules[0].issuer: issuer \
+                 \"http://kc/realms/r\" is already configured in in.yaml: doc 1 (RequestAuthentication ns/a) \
+                 spec.jwtRules[0] (in WasmPlugin ns/meshgate)"
+            ]
+        );
+        assert_eq!(out.stdout, "");
+        // --keep-going: the object in error is left out, the rest is written
+        let mut opts = options();
+        opts.keep_going = true;
+        opts.output = OutputFormat::Json;
+        let out = run(&dup, &opts);
+        let p: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            p["spec"]["pluginConfig"]["jwtRules"],
+            serde_json::json!([{"issuer": "http://kc/realms/r"}])
+        );
+    }
+
+    #[test]
+    fn the_object_istio_expects() {
+        let mut opts = options();
+        opts.output = OutputFormat::Json;
+        opts.sha256 = Some("ab".repeat(32));
+        let out = run(TWO_ISSUERS, &opts);
+        let p: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let spec = &p["spec"];
+        assert_eq!(
+            (&p["apiVersion"], &p["kind"]),
+            (
+                &serde_json::json!("extensions.istio.io/v1alpha1"),
+                &serde_json::json!("WasmPlugin")
+            )
+        );
+        assert_eq!(
+            spec["selector"],
+            serde_json::json!({"matchLabels": {"app": "x"}})
+        );
+        assert_eq!(spec["url"], "oci://registry.test/meshgate:9.9.9");
+        assert_eq!(spec["sha256"], "ab".repeat(32));
+        assert_eq!(
+            (&spec["phase"], &spec["failStrategy"], &spec["pluginName"]),
+            (
+                &serde_json::json!("AUTHN"),
+                &serde_json::json!("FAIL_CLOSE"),
+                &serde_json::json!("meshgate")
+            )
+        );
+        assert_eq!(
+            spec["pluginConfig"]["jwtRules"].as_array().map(Vec::len),
+            Some(3)
+        );
+    }
+}

@@ -183,3 +183,78 @@ pub(super) struct SelectorOut {
 pub(super) struct MatchOut {
     pub(super) mode: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn spec_fields_are_strict_metadata_is_not() {
+        let ok: Object<AuthorizationPolicySpec> = serde_json::from_value(json!({
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "uid": "u-1", "labels": {"a": "b"}, "annotations": {"istio.io/dry-run": "true"}},
+            "spec": {"action": "DENY", "rules": [{}]},
+            "status": {"anything": [1, 2]}
+        }))
+        .unwrap();
+        assert_eq!(ok.metadata.name.as_deref(), Some("p"));
+        assert_eq!(ok.spec.unwrap().action.as_deref(), Some("DENY"));
+        let e = serde_json::from_value::<Object<RequestAuthenticationSpec>>(json!({
+            "apiVersion": "v", "kind": "k", "spec": {"jwtRule": []}
+        }))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.starts_with("unknown field `jwtRule`"), "{e}");
+    }
+
+    #[test]
+    fn target_refs_round_trip_as_written() {
+        let r: TargetRef = serde_json::from_value(
+            json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}),
+        )
+        .unwrap();
+        assert_eq!(r.to_string(), "Gateway/gw");
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"})
+        );
+        assert!(serde_json::from_value::<TargetRef>(json!({"kind": "Gateway"})).is_err());
+    }
+
+    #[test]
+    fn wasmplugin_field_names_are_istios() {
+        let p = WasmPlugin {
+            api_version: "extensions.istio.io/v1alpha1",
+            kind: "WasmPlugin",
+            metadata: PluginMeta {
+                name: "n".into(),
+                namespace: "ns".into(),
+            },
+            spec: PluginSpec {
+                selector: Some(SelectorOut {
+                    match_labels: BTreeMap::from([("app".into(), "x".into())]),
+                }),
+                target_refs: Vec::new(),
+                url: "oci://r/m:1".into(),
+                sha256: None,
+                phase: "AUTHN",
+                fail_strategy: "FAIL_CLOSE",
+                plugin_name: "meshgate",
+                match_: Some(vec![MatchOut {
+                    mode: "SERVER".into(),
+                }]),
+                plugin_config: json!({}),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!({"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+                   "metadata": {"name": "n", "namespace": "ns"},
+                   "spec": {"selector": {"matchLabels": {"app": "x"}}, "url": "oci://r/m:1", "phase": "AUTHN",
+                            "failStrategy": "FAIL_CLOSE", "pluginName": "meshgate",
+                            "match": [{"mode": "SERVER"}], "pluginConfig": {}}})
+        );
+    }
+}

@@ -415,18 +415,18 @@ impl Converter<'_> {
 }
 
 /// `{"<key>": [item]}`
-pub(super) fn single(key: &str, item: Value) -> Value {
+fn single(key: &str, item: Value) -> Value {
     single_list(key, vec![item])
 }
 
-pub(super) fn single_list(key: &str, items: Vec<Value>) -> Value {
+fn single_list(key: &str, items: Vec<Value>) -> Value {
     let mut m = Map::new();
     m.insert(key.into(), Value::Array(items));
     Value::Object(m)
 }
 
 /// The keys in `order` first (in that order), then the rest.
-pub(super) fn reorder(mut m: Map<String, Value>, order: &[&str]) -> Value {
+fn reorder(mut m: Map<String, Value>, order: &[&str]) -> Value {
     let mut out = Map::new();
     for k in order {
         if let Some(v) = m.remove(*k) {
@@ -463,7 +463,7 @@ pub(super) fn policy_path(rest: &str) -> String {
 }
 
 /// Go's strconv.ParseBool (istiod reads the dry-run annotation with it).
-pub(super) fn parse_go_bool(s: &str) -> Option<bool> {
+fn parse_go_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -477,7 +477,7 @@ pub(super) fn validate(config: &Value) -> Result<(), Vec<ConfigError>> {
     Settings::from_json(&bytes).map(|_| ())
 }
 
-pub(super) fn type_name(v: &Value) -> &'static str {
+fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -513,4 +513,149 @@ pub(super) fn rewrite_refs(msg: &str, f: impl Fn(&str, usize) -> Option<String>)
         rest = chars.as_str();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{options, read, run, texts};
+    use super::super::Level;
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn where_a_message_points() {
+        let d = DocRef {
+            file: "f.yaml".into(),
+            number: 3,
+            items: vec![1, 0],
+            what: Some("AuthorizationPolicy ns/p".into()),
+        };
+        assert_eq!(
+            d.to_string(),
+            "f.yaml: doc 3 items[1] items[0] (AuthorizationPolicy ns/p)"
+        );
+    }
+
+    #[test]
+    fn paths_and_messages_of_the_filter_become_the_objects() {
+        assert_eq!(policy_path(".name"), "metadata.name");
+        assert_eq!(
+            policy_path(".dryRun"),
+            "metadata.annotations[istio.io/dry-run]"
+        );
+        assert_eq!(policy_path(".rules[0].when"), "spec.rules[0].when");
+        assert_eq!(
+            strip_json_position("unknown field `x` at line 1 column 45"),
+            "unknown field `x`"
+        );
+        assert_eq!(
+            strip_json_position("value at line one column 2"),
+            "value at line one column 2"
+        );
+        assert_eq!(
+            rewrite_refs(
+                "issuer in jwtRules[12], not policies[x] or jwtRules[]",
+                |l, i| { (l == "jwtRules").then(|| format!("<{i}>")) }
+            ),
+            "issuer in <12>, not policies[x] or jwtRules[]"
+        );
+    }
+
+    #[test]
+    fn dry_run_annotation_reads_like_istiod() {
+        for (s, want) in [("True", Some(true)), ("0", Some(false)), ("yes", None)] {
+            assert_eq!(parse_go_bool(s), want, "{s}");
+        }
+    }
+
+    const POLICY: &str = "\
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata:
+  name: p
+  namespace: apps
+  annotations: {istio.io/dry-run: \"true\"}
+spec:
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+  selector: {matchLabels: {app: x}}
+";
+
+    #[test]
+    fn an_authorization_policy_becomes_one_policy() {
+        let opts = options();
+        let cx = read(POLICY, &opts);
+        assert_eq!(cx.out.messages, vec![]);
+        let [s] = cx.sources.as_slice() else {
+            panic!("{:?}", cx.sources)
+        };
+        assert_eq!(
+            (s.kind, s.namespace.as_str()),
+            (Kind::AuthorizationPolicy, "apps")
+        );
+        assert_eq!(
+            s.target,
+            Target::Selector(BTreeMap::from([("app".into(), "x".into())]))
+        );
+        assert_eq!(
+            serde_json::to_string(&s.items[0]).unwrap(),
+            r#"{"name":"p","action":"ALLOW","rules":[{"to":[{"operation":{"methods":["GET"]}}]}],"dryRun":true}"#
+        );
+        assert_eq!(
+            s.doc.to_string(),
+            "in.yaml: doc 1 (AuthorizationPolicy apps/p)"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_object_and_field() {
+        let yaml = "\
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: r}
+spec:
+  jwtRules: [{issuer: \"http://i\", clockSkew: 5s}, {issuer: \"http://i\", jwksUri: \"gopher://x\"}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: r}
+---
+apiVersion: v2
+kind: AuthorizationPolicy
+metadata: {name: q}
+";
+        let out = run(yaml, &options());
+        assert_eq!(
+            texts(&out, Level::Error),
+            vec![
+                "in.yaml: doc 1 (RequestAuthentication default/r): spec.jwtRules[0].clockSkew: a meshgate setting, \
+                 not an Istio JWTRule field (set it in the generated WasmPlugin's pluginConfig)",
+                "in.yaml: doc 1 (RequestAuthentication default/r): spec.jwtRules[1].jwksUri: \"gopher://x\": scheme \
+                 must be http or https",
+                "in.yaml: doc 2 (RequestAuthentication default/r): duplicate object: also in.yaml: doc 1 \
+                 (RequestAuthentication default/r)",
+                "in.yaml: doc 3 (AuthorizationPolicy default/q): apiVersion: \"v2\" is not supported for \
+                 AuthorizationPolicy (use security.istio.io/v1 or v1beta1)",
+            ]
+        );
+        assert_eq!(out.stdout, "");
+    }
+
+    #[test]
+    fn lists_are_read_item_by_item() {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
+            7
+        ]});
+        let out = run(&list.to_string(), &options());
+        assert_eq!(
+            texts(&out, Level::Error),
+            vec!["in.yaml: doc 1 items[1]: not a Kubernetes object (expected a mapping with apiVersion and kind, \
+                  found a number)"]
+        );
+        assert!(texts(&out, Level::Note).contains(
+            &"in.yaml: doc 1 items[0] (ConfigMap default/c): ignored: ConfigMap (v1) is not a \
+              RequestAuthentication or AuthorizationPolicy"
+                .to_string()
+        ));
+    }
 }
