@@ -4,8 +4,6 @@
 use super::*;
 use serde_json::{Map, Value};
 
-const KC: &str = "http://keycloak.keycloak.svc.cluster.local/realms/myrealm";
-
 /// A Keycloak access token payload.
 const TOKEN: &str = r#"{
   "iss": "http://keycloak.keycloak.svc.cluster.local/realms/myrealm",
@@ -675,18 +673,74 @@ fn all_errors_are_reported() {
     );
 }
 
+/// The reference policy as users write it: the YAML of the shipped WasmPlugin
+/// (istio/meshgate/wasmplugin-backend.yaml), read with the converter's YAML reader (Kubernetes' scalar
+/// resolution), is the JSON `REFERENCE` the table rows use, and decides the same. Needs the YAML reader:
+/// `cargo test --features cli --lib` (`make test` runs it).
+#[cfg(feature = "cli")]
 #[test]
 fn reference_policy_yaml_shape_round_trips() {
-    let p = compiled(REFERENCE);
-    let res = p.evaluate(&base_request(), Some(&identity(TOKEN)));
-    assert_eq!(
-        res.decision,
-        AuthzDecision::Allow {
-            by: Some(RuleRef {
-                policy: Rc::from("require-jwt"),
-                rule: Some(0)
-            })
-        }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/istio/meshgate/wasmplugin-backend.yaml"
     );
-    assert_eq!(identity(TOKEN).issuer, KC);
+    let text = std::fs::read_to_string(path).unwrap();
+    let docs = crate::convert::yaml::parse_stream(&text).unwrap();
+    let [doc] = docs.as_slice() else {
+        panic!(
+            "{path}: one WasmPlugin expected, found {} documents",
+            docs.len()
+        )
+    };
+    let from_yaml = doc.value["spec"]["pluginConfig"]["policies"].clone();
+    let mut want: Value = serde_json::from_str(REFERENCE).unwrap();
+    want[0]["name"] = Value::from("reference-policy");
+    assert_eq!(from_yaml, want);
+    // the issuer the policy requires is the one the plugin's jwtRule verifies
+    assert_eq!(
+        doc.value["spec"]["pluginConfig"]["jwtRules"][0]["issuer"],
+        want[0]["rules"][0]["when"][0]["values"][0]
+    );
+
+    let yaml = compile(
+        &serde_json::from_value::<Vec<PolicyConfig>>(from_yaml).unwrap(),
+        "policies",
+    )
+    .unwrap();
+    let json = compiled(REFERENCE);
+    for (method, token, allowed) in [
+        ("GET", Some(TOKEN), true),
+        ("GET", Some(TOKEN_AUD_LIST), true),
+        ("POST", Some(TOKEN), false),
+        ("GET", None, false),
+        ("GET", Some(TOKEN_WRONG_EMAIL), false),
+        ("GET", Some(TOKEN_AUD_OTHER), false),
+    ] {
+        let mut req = base_request();
+        req.method = method.into();
+        let id = token.map(identity);
+        let (y, j) = (
+            yaml.evaluate(&req, id.as_ref()).decision,
+            json.evaluate(&req, id.as_ref()).decision,
+        );
+        let case = format!("{method} {token:?}");
+        if allowed {
+            let by = |policy: &str| AuthzDecision::Allow {
+                by: Some(RuleRef {
+                    policy: Rc::from(policy),
+                    rule: Some(0),
+                }),
+            };
+            assert_eq!(y, by("reference-policy"), "{case}");
+            assert_eq!(j, by("require-jwt"), "{case}");
+        } else {
+            let none = AuthzDecision::Deny {
+                by: RuleRef {
+                    policy: Rc::from(NO_ALLOW_MATCH),
+                    rule: None,
+                },
+            };
+            assert_eq!((&y, &j), (&none, &none), "{case}");
+        }
+    }
 }
