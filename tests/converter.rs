@@ -319,3 +319,59 @@ fn garbage_never_panics() {
         assert!(!r.stderr.contains("panicked"), "{input:?}: {}", r.stderr);
     }
 }
+
+/// The default `match` is the only difference to `--match-mode none` (the output of earlier versions):
+/// `[{mode: SERVER}]` exactly on WasmPlugins whose selector is not a gateway's.
+#[test]
+fn default_match_is_server_for_workload_selectors_only() {
+    let (mut checked, mut server) = (0, 0);
+    for case in [
+        "reference",
+        "multi-selector",
+        "merge-inherited",
+        "mesh-wide",
+        "gateways",
+        "targetrefs",
+    ] {
+        let dir = cases_dir().join(case);
+        let args = case_args(&dir);
+        let auto = run(&dir, &args, None);
+        let none_args = [vec!["--match-mode".into(), "none".into()], args].concat();
+        let none = run(&dir, &none_args, None);
+        assert_eq!(
+            (auto.code, none.code),
+            (0, 0),
+            "{case}: {}{}",
+            auto.stderr,
+            none.stderr
+        );
+        let (auto, none) = (plugins(&auto.stdout), plugins(&none.stdout));
+        assert_eq!(auto.len(), none.len(), "{case}");
+        for (mut a, n) in auto.into_iter().zip(none) {
+            let labels = a["spec"]["selector"]["matchLabels"].as_object().cloned();
+            let gateway = labels.as_ref().is_some_and(|l| {
+                l.contains_key("istio")
+                    || l.contains_key("gateway.networking.k8s.io/gateway-name")
+                    || l.get("app")
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.contains("gateway"))
+            });
+            let want = match (labels, gateway) {
+                (Some(_), false) => serde_json::json!([{"mode": "SERVER"}]),
+                _ => Value::Null,
+            };
+            server += usize::from(!want.is_null());
+            let spec = a["spec"].as_object_mut().unwrap();
+            assert_eq!(
+                spec.remove("match").unwrap_or(Value::Null),
+                want,
+                "{case}: {}",
+                a["metadata"]
+            );
+            assert_eq!(a, n, "{case}");
+            checked += 1;
+        }
+    }
+    // 1 + 4 + 2 + 1 + 4 + 1 WasmPlugins, 6 of them for workload selectors
+    assert_eq!((checked, server), (13, 6));
+}

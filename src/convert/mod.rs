@@ -30,7 +30,7 @@ mod shapes;
 mod translate;
 pub mod yaml;
 
-pub use options::{Options, OutputFormat};
+pub use options::{MatchMode, Options, OutputFormat};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -111,13 +111,10 @@ pub fn convert(inputs: &[Input], opts: &Options) -> Outcome {
             ),
         });
     }
-    if opts.match_mode.is_none() && plugins.iter().any(|p| p.object.spec.target_refs.is_empty()) {
+    for text in plugin::match_notes(&plugins, &opts.match_mode) {
         out.messages.push(Message {
             level: Level::Note,
-            text: "no --match-mode: the WasmPlugins also apply to outbound requests of the selected sidecars \
-                   (Istio applies these policies to inbound requests only); --match-mode SERVER restricts them to \
-                   inbound requests of sidecars (gateways are CLIENT: never use SERVER for a gateway)"
-                .into(),
+            text,
         });
     }
     if out.errors > 0 {

@@ -25,8 +25,18 @@ options:
   --url URL             WasmPlugin spec.url: oci://, https://, http:// or file://
                         (default: oci://registry.local/meshgate:<version>, a placeholder)
   --sha256 HEX          WasmPlugin spec.sha256 (64 hex digits)
-  --match-mode MODE     add spec.match [{mode: MODE}]: SERVER, CLIENT or CLIENT_AND_SERVER
-                        (default: no match, i.e. CLIENT_AND_SERVER)
+  --match-mode MODE     spec.match of the WasmPlugins (default: auto)
+                          auto   [{mode: SERVER}] for workload selectors: the filter runs on requests the
+                                 sidecars receive, where Istio applies these policies, and not on the
+                                 requests they send. No match for selectors of gateways (label istio, a
+                                 gateway-name label, app=*gateway*: gateway listeners are CLIENT, SERVER would
+                                 never run there), for targetRefs, and for objects without selector (they may
+                                 select gateways too)
+                          none   no match on any WasmPlugin (Istio's default, CLIENT_AND_SERVER), as
+                                 earlier versions of meshgate convert wrote them
+                          SERVER | CLIENT | CLIENT_AND_SERVER   that mode on every WasmPlugin
+                        The mode only chooses the listeners the filter is on: its key fetches go to the
+                        proxy's clusters in every mode (checked against istio/istio#53612, see istio/README.md)
   --merge-inherited     copy namespace-wide and mesh-wide policies into every WasmPlugin of a more specific
                         selector (as Istio merges them per workload) instead of reporting the overlap;
                         workloads that no selector matches then lose those policies
@@ -42,6 +52,31 @@ pub enum OutputFormat {
     Json,
 }
 
+/// `spec.match` of the generated WasmPlugins (`--match-mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatchMode {
+    /// `[{mode: SERVER}]` for workload selectors; no match for gateway selectors, targetRefs and
+    /// objects without selector.
+    Auto,
+    /// No `match` anywhere (Istio's default, CLIENT_AND_SERVER).
+    None,
+    /// `SERVER`, `CLIENT` or `CLIENT_AND_SERVER` on every WasmPlugin.
+    Every(String),
+}
+
+impl MatchMode {
+    pub fn parse(s: &str) -> Result<MatchMode, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "AUTO" => Ok(MatchMode::Auto),
+            "NONE" => Ok(MatchMode::None),
+            m @ ("SERVER" | "CLIENT" | "CLIENT_AND_SERVER") => Ok(MatchMode::Every(m.to_string())),
+            _ => Err(format!(
+                "--match-mode {s:?}: must be auto, none, SERVER, CLIENT or CLIENT_AND_SERVER"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub version: &'static str,
@@ -50,7 +85,7 @@ pub struct Options {
     pub root_namespace: String,
     pub url: Option<String>,
     pub sha256: Option<String>,
-    pub match_mode: Option<String>,
+    pub match_mode: MatchMode,
     pub merge_inherited: bool,
     pub keep_going: bool,
     pub output: OutputFormat,
@@ -65,7 +100,7 @@ impl Options {
             root_namespace: "istio-system".into(),
             url: None,
             sha256: None,
-            match_mode: None,
+            match_mode: MatchMode::Auto,
             merge_inherited: false,
             keep_going: false,
             output: OutputFormat::Yaml,
@@ -114,15 +149,6 @@ impl Options {
                     ));
                 }
             }
-        }
-        if let Some(m) = &self.match_mode {
-            let m = m.to_ascii_uppercase();
-            if !["SERVER", "CLIENT", "CLIENT_AND_SERVER"].contains(&m.as_str()) {
-                return Err(format!(
-                    "--match-mode {m:?}: must be SERVER, CLIENT or CLIENT_AND_SERVER"
-                ));
-            }
-            self.match_mode = Some(m);
         }
         Ok(())
     }
@@ -181,7 +207,7 @@ pub fn parse_args(args: &[String], version: &'static str) -> Result<Parsed, Stri
             "--root-namespace" => options.root_namespace = value(flag)?,
             "--url" => options.url = Some(value(flag)?),
             "--sha256" => options.sha256 = Some(value(flag)?),
-            "--match-mode" => options.match_mode = Some(value(flag)?),
+            "--match-mode" => options.match_mode = MatchMode::parse(&value(flag)?)?,
             "--merge-inherited" => options.merge_inherited = true,
             "--keep-going" | "-k" => options.keep_going = true,
             "-o" | "--output" => {

@@ -6,10 +6,10 @@ use super::shapes::{MatchOut, PluginMeta, PluginSpec, SelectorOut, WasmPlugin};
 use super::translate::{
     policy_path, rewrite_refs, strip_json_position, validate, DocRef, Kind, Target,
 };
-use super::Converter;
+use super::{Converter, MatchMode};
 use crate::http_target::http_target;
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One generated WasmPlugin.
 pub(super) struct Plugin {
@@ -17,6 +17,127 @@ pub(super) struct Plugin {
     pub(super) sources: Vec<DocRef>,
     pub(super) object: WasmPlugin,
     pub(super) version: &'static str,
+    pub(super) placement: Placement,
+}
+
+/// What a WasmPlugin selects, as far as `spec.match` is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Placement {
+    /// A workload selector: sidecars.
+    Sidecars,
+    /// A selector with this gateway label (`istio=ingressgateway`).
+    Gateway(String),
+    /// No selector: every workload of the namespace (or mesh), gateways included.
+    NoSelector,
+    /// targetRefs: gateways (Gateway API) or waypoints.
+    TargetRefs,
+}
+
+impl Placement {
+    fn of(target: &Target) -> Placement {
+        match target {
+            Target::Selector(labels) => match gateway_label(labels) {
+                Some(l) => Placement::Gateway(l),
+                None => Placement::Sidecars,
+            },
+            Target::Namespace => Placement::NoSelector,
+            Target::Refs(_) => Placement::TargetRefs,
+        }
+    }
+
+    /// `spec.match` for this placement under `--match-mode`.
+    fn mode(&self, mode: &MatchMode) -> Option<String> {
+        match (mode, self) {
+            (MatchMode::Auto, Placement::Sidecars) => Some("SERVER".into()),
+            (MatchMode::Auto | MatchMode::None, _) => None,
+            (MatchMode::Every(m), _) => Some(m.clone()),
+        }
+    }
+}
+
+/// The label that makes a selector select gateway pods rather than sidecars: Istio's gateway
+/// deployments carry `istio: <name>` (ingressgateway, egressgateway, or the gateway chart's name),
+/// Gateway API deployments `gateway.networking.k8s.io/gateway-name` (earlier `istio.io/gateway-name`),
+/// and gateway apps are named like `istio-ingressgateway`. Errs on the gateway side on purpose: a
+/// gateway taken for sidecars would get SERVER and then run no filter at all, while sidecars taken
+/// for a gateway only keep the filter on their outbound requests too.
+pub(super) fn gateway_label(labels: &BTreeMap<String, String>) -> Option<String> {
+    labels
+        .iter()
+        .find(|(k, v)| match k.as_str() {
+            "istio" | "gateway.networking.k8s.io/gateway-name" | "istio.io/gateway-name" => true,
+            "app" | "app.kubernetes.io/name" => v.contains("gateway"),
+            _ => false,
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+}
+
+/// The notes that say where the WasmPlugins run, once for all of them.
+pub(super) fn match_notes(plugins: &[Plugin], mode: &MatchMode) -> Vec<String> {
+    let ids = |keep: &dyn Fn(&Placement) -> bool| -> String {
+        plugins
+            .iter()
+            .filter(|p| keep(&p.placement))
+            .map(|p| {
+                let id = format!("{}/{}", p.object.metadata.namespace, p.object.metadata.name);
+                match &p.placement {
+                    Placement::Gateway(label) => format!("{id} ({label})"),
+                    _ => id,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut notes = Vec::new();
+    match mode {
+        MatchMode::Auto => {
+            let sidecars = ids(&|p| *p == Placement::Sidecars);
+            if !sidecars.is_empty() {
+                notes.push(format!(
+                    "match [{{mode: SERVER}}] on WasmPlugin(s) {sidecars}: they run on the requests the selected \
+                     sidecars receive, where Istio applies RequestAuthentication and AuthorizationPolicy, not on \
+                     the requests they send; a SERVER plugin never runs on a gateway: if one of these selectors \
+                     selects a gateway, pass --match-mode none"
+                ));
+            }
+            let gateways = ids(&|p| matches!(p, Placement::Gateway(_)));
+            if !gateways.is_empty() {
+                notes.push(format!(
+                    "no match on WasmPlugin(s) {gateways}: the selector is a gateway's, and Istio \
+                     classifies gateway listeners as CLIENT (SERVER would never run there)"
+                ));
+            }
+            let everywhere = ids(&|p| *p == Placement::NoSelector);
+            if !everywhere.is_empty() {
+                notes.push(format!(
+                    "no match on WasmPlugin(s) {everywhere}: without a selector they also select the gateways \
+                     there, which SERVER would leave without the filter, so they also run on the requests sidecars \
+                     send (Istio applies these policies to requests received only); pass --match-mode SERVER if no \
+                     gateway runs there"
+                ));
+            }
+        }
+        MatchMode::None => {
+            let sidecars = ids(&|p| matches!(p, Placement::Sidecars | Placement::NoSelector));
+            if !sidecars.is_empty() {
+                notes.push(format!(
+                    "--match-mode none: WasmPlugin(s) {sidecars} also run on the requests their sidecars send \
+                     (Istio applies these policies to requests received only)"
+                ));
+            }
+        }
+        MatchMode::Every(m) if m == "SERVER" => {
+            let gateways = ids(&|p| matches!(p, Placement::Gateway(_) | Placement::TargetRefs));
+            if !gateways.is_empty() {
+                notes.push(format!(
+                    "--match-mode SERVER on WasmPlugin(s) {gateways}: they select gateways, whose listeners \
+                     Istio classifies as CLIENT: the filter will not run there"
+                ));
+            }
+        }
+        MatchMode::Every(_) => {}
+    }
+    notes
 }
 
 impl Converter<'_> {
@@ -173,6 +294,7 @@ impl Converter<'_> {
                 clusters.join(", ")
             ));
         }
+        let placement = Placement::of(&g.target);
         let object = WasmPlugin {
             api_version: "extensions.istio.io/v1alpha1",
             kind: "WasmPlugin",
@@ -196,10 +318,8 @@ impl Converter<'_> {
                 phase: "AUTHN",
                 fail_strategy: "FAIL_CLOSE",
                 plugin_name: "meshgate",
-                match_: self
-                    .opts
-                    .match_mode
-                    .clone()
+                match_: placement
+                    .mode(&self.opts.match_mode)
                     .map(|mode| vec![MatchOut { mode }]),
                 plugin_config: config,
             },
@@ -211,6 +331,7 @@ impl Converter<'_> {
                 .collect(),
             object,
             version: self.opts.version,
+            placement,
         }
     }
 }
@@ -218,7 +339,80 @@ impl Converter<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{options, run, texts};
-    use super::super::{Level, OutputFormat};
+    use super::super::{Level, MatchMode, OutputFormat};
+    use super::{gateway_label, Placement};
+    use std::collections::BTreeMap;
+
+    fn labels(l: &[(&str, &str)]) -> BTreeMap<String, String> {
+        l.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn gateway_selectors_are_recognised() {
+        for (l, want) in [
+            (
+                vec![("istio", "ingressgateway")],
+                Some("istio=ingressgateway"),
+            ),
+            (
+                vec![("app", "x"), ("istio", "ingress")],
+                Some("istio=ingress"),
+            ),
+            (
+                vec![("gateway.networking.k8s.io/gateway-name", "gw")],
+                Some("gateway.networking.k8s.io/gateway-name=gw"),
+            ),
+            (
+                vec![("istio.io/gateway-name", "gw")],
+                Some("istio.io/gateway-name=gw"),
+            ),
+            (
+                vec![("app", "istio-egressgateway")],
+                Some("app=istio-egressgateway"),
+            ),
+            (
+                vec![("app.kubernetes.io/name", "edge-gateway")],
+                Some("app.kubernetes.io/name=edge-gateway"),
+            ),
+            (vec![("app", "backend"), ("version", "gateway")], None),
+            (vec![("team", "istio")], None),
+        ] {
+            assert_eq!(gateway_label(&labels(&l)).as_deref(), want, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn match_by_placement_and_mode() {
+        let server = Some("SERVER".to_string());
+        let gw = Placement::Gateway("istio=ingressgateway".into());
+        let all = [
+            Placement::Sidecars,
+            gw.clone(),
+            Placement::NoSelector,
+            Placement::TargetRefs,
+        ];
+        let modes = |m: MatchMode| all.iter().map(|p| p.mode(&m)).collect::<Vec<_>>();
+        assert_eq!(modes(MatchMode::Auto), [server.clone(), None, None, None]);
+        assert_eq!(modes(MatchMode::None), [None, None, None, None]);
+        assert_eq!(
+            modes(MatchMode::Every("CLIENT".into())),
+            vec![Some("CLIENT".to_string()); 4]
+        );
+        assert_eq!(
+            MatchMode::parse("server"),
+            Ok(MatchMode::Every("SERVER".into()))
+        );
+        assert_eq!(MatchMode::parse("None"), Ok(MatchMode::None));
+        assert_eq!(
+            MatchMode::parse("INBOUND"),
+            Err(
+                "--match-mode \"INBOUND\": must be auto, none, SERVER, CLIENT or CLIENT_AND_SERVER"
+                    .into()
+            )
+        );
+    }
 
     const TWO_ISSUERS: &str = "\
 apiVersion: security.istio.io/v1

@@ -7,7 +7,9 @@ app: backend, and the DENY/ALLOW/AUDIT/dry-run set):
              jwks_mode="remote") + istiod_native.render_rbac(AuthorizationPolicies), sidecar style
              (clear_route_cache off), in a real Envoy;
 * meshgate - the WasmPlugin the built CLI writes for input.yaml (`meshgate convert -o json`), rendered by
-             render.py as istiod + istio-agent deliver it (start_meshgate(wasmplugin=...)).
+             render.py as istiod + istio-agent deliver it (start_meshgate(wasmplugin=...)) on the sidecar's
+             inbound listener, where its `match: [{mode: SERVER}]` puts it (test_server_mode.py checks that
+             placement and the key fetches from there).
 
 Both verify tokens from the dev IdP (the same token string to both sides). Every request must get the same
 status, the same denial body, the same WWW-Authenticate challenge and, when it reaches the backend, the same
@@ -251,6 +253,8 @@ def test_converted_plugin(pairs, scenario):
     spec = plugin["spec"]
     assert plugin["apiVersion"] == "extensions.istio.io/v1alpha1" and plugin["kind"] == "WasmPlugin"
     assert (spec["phase"], spec["failStrategy"], spec["pluginName"]) == ("AUTHN", "FAIL_CLOSE", "meshgate")
+    # a workload selector: inbound requests only, where Istio applies RequestAuthentication/AuthorizationPolicy
+    assert "matchLabels" in spec["selector"] and spec["match"] == [{"mode": "SERVER"}]
     jwt_rules, policies = originals(scenario)
     assert spec["pluginConfig"]["jwtRules"] == jwt_rules
     assert [p["name"] for p in spec["pluginConfig"]["policies"]] == [p["metadata"]["name"] for p in policies]
