@@ -8,7 +8,9 @@
 Tags: the compat image is pushed as TAG, the Wasm-artifact image as TAG-artifact (--artifact-suffix).
 For each it prints  oci://HOST[:PORT]/REPO:TAG@sha256:<manifest digest>  and writes the kustomize Component
 <kustomize-dir>/kustomization.yaml + image-patch.yaml, a JSON6902 patch that sets spec.url and spec.sha256 on
-every WasmPlugin of a kustomization that lists the component (`components: [image]`).
+every WasmPlugin of a kustomization that lists the component (`components: [image]`). The default directory,
+istio/image/, ignores both files in git (they belong to one push): istio/overlays/release builds only once
+they exist.
 
 spec.sha256 for an oci:// URL is the image MANIFEST digest (hex), not the .wasm file's sha256: istio-agent
 compares it with img.Digest().Hex of the pulled manifest (istio/istio pkg/wasm/imagefetcher.go PrepareFetch →

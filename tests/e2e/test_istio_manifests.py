@@ -52,8 +52,9 @@ IMAGE_COMPONENT = ISTIO_DIR / "image"
 SCHEMA_TOOLS = ISTIO_DIR / "tools" / "schema-validation"
 REALM_FILE = ISTIO_DIR / "keycloak" / "realm-myrealm.json"
 
-# Kustomizations validated as they are. overlays/release builds only once `make push` has generated
-# istio/image/; test_release_overlay_applies_the_image_component covers it either way.
+# Kustomizations validated as they are. overlays/release builds only once `make push` has generated the
+# component in istio/image/ (never committed); test_release_overlay_applies_the_image_component covers it
+# either way, test_release_overlay_refuses_to_build_before_make_push the state of a fresh checkout.
 BUILDS = {"base": ISTIO_DIR, "external-keycloak": OVERLAYS / "external-keycloak"}
 if (IMAGE_COMPONENT / "kustomization.yaml").exists():
     BUILDS["release"] = OVERLAYS / "release"
@@ -743,14 +744,57 @@ def test_release_overlay_lists_the_base_resources():
     assert k["components"] == ["../../image"]
 
 
+def _checkout_copy(tmp_path: Path) -> Path:
+    """istio/ as a fresh checkout has it: without what `make push` generated into istio/image/."""
+    root = tmp_path / "istio"
+    shutil.copytree(ISTIO_DIR, root, ignore=shutil.ignore_patterns("node_modules"))
+    for name in generated_component_files():
+        (root / "image" / name).unlink(missing_ok=True)
+    return root
+
+
+def generated_component_files() -> list[str]:
+    """The files wasm-plugin/push_oci.py writes into its --kustomize-dir (written into a scratch dir here)."""
+    import importlib.util
+    import tempfile
+    spec = importlib.util.spec_from_file_location("push_oci", harness.REPO / "wasm-plugin" / "push_oci.py")
+    push_oci = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(push_oci)
+    pinned = {"variant": "compat", "wasm_sha256": "0" * 64, "url": "oci://r.test/m:1@sha256:" + "a" * 64,
+              "sha256": "a" * 64}
+    with tempfile.TemporaryDirectory() as td:
+        return sorted(p.name for p in push_oci.write_kustomize(Path(td), pinned, []))
+
+
+def test_the_image_component_is_generated_not_committed():
+    written = generated_component_files()
+    assert written == ["image-patch.yaml", "kustomization.yaml"]
+    ignored = [ln.strip() for ln in (IMAGE_COMPONENT / ".gitignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")]
+    assert sorted(ignored) == written
+    readme = (IMAGE_COMPONENT / "README.md").read_text()
+    assert "make push" in readme and "kubectl apply -k istio/overlays/release" in readme
+
+
+def test_release_overlay_refuses_to_build_before_make_push(tmp_path):
+    """A fresh checkout: `kubectl apply -k istio/overlays/release` stops before applying anything, with a
+    message naming istio/image (whose README says to run `make push`), instead of deploying a placeholder."""
+    root = _checkout_copy(tmp_path)
+    cmd = kustomize_command() + [str(root / "overlays" / "release")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0 and r.stdout == "", r.stdout[:500]
+    assert f"'{root / 'image'}'" in r.stderr and "kustomization.yaml" in r.stderr, r.stderr
+    # the base still builds, with the placeholder image
+    base = _build(root)
+    assert {wp["spec"]["url"] for wp in by_kind(base, "WasmPlugin")} == {PLACEHOLDER_URL}
+
+
 def test_release_overlay_applies_the_image_component(tmp_path):
-    if (IMAGE_COMPONENT / "kustomization.yaml").exists():
+    if (IMAGE_COMPONENT / "kustomization.yaml").exists():  # `make push` ran here
         root = ISTIO_DIR
         expect_url = None
     else:  # wire a stand-in component into a copy of istio/
-        root = tmp_path / "istio"
-        shutil.copytree(ISTIO_DIR, root, ignore=shutil.ignore_patterns("node_modules"))
-        (root / "image").mkdir()
+        root = _checkout_copy(tmp_path)
         (root / "image" / "kustomization.yaml").write_text(STAND_IN_COMPONENT % ("ab" * 32))
         expect_url = "oci://registry.test/meshgate/meshgate:9.9.9"
     release = _build(root / "overlays" / "release")
