@@ -29,11 +29,12 @@ pub(super) const ISTIO_JWT_FIELDS: [&str; 13] = [
     "presence",
 ];
 /// meshgate's own JWT rule settings: valid in pluginConfig, not in a RequestAuthentication.
-pub(super) const MESHGATE_JWT_FIELDS: [&str; 4] = [
+pub(super) const MESHGATE_JWT_FIELDS: [&str; 5] = [
     "jwksCluster",
     "cacheDuration",
     "clockSkew",
     "kidRefetchCooldown",
+    "accessTokensOnly",
 ];
 
 /// Istio `Source` fields meshgate does not implement, with what to write instead.

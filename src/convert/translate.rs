@@ -641,6 +641,37 @@ metadata: {name: q}
     }
 
     #[test]
+    fn every_meshgate_jwt_setting_is_named_as_such() {
+        // each is a field of the filter's JWTRule and not of Istio's
+        for field in MESHGATE_JWT_FIELDS {
+            assert!(!ISTIO_JWT_FIELDS.contains(&field));
+            let yaml = format!(
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: r}}\n\
+                 spec: {{jwtRules: [{{issuer: \"http://i\", {field}: x}}]}}\n"
+            );
+            assert_eq!(
+                texts(&run(&yaml, &options()), Level::Error),
+                vec![format!(
+                    "in.yaml: doc 1 (RequestAuthentication default/r): spec.jwtRules[0].{field}: a meshgate \
+                     setting, not an Istio JWTRule field (set it in the generated WasmPlugin's pluginConfig)"
+                )]
+            );
+            let mut config = Map::new();
+            config.insert("issuer".into(), Value::from("http://i"));
+            config.insert(field.into(), Value::Bool(true));
+            // known to the filter: a value of the wrong type, perhaps, but never an unknown field
+            let errors = validate(&single("jwtRules", Value::Object(config))).err();
+            assert!(
+                !errors
+                    .iter()
+                    .flatten()
+                    .any(|e| e.message.contains("unknown field")),
+                "{field} is not a field of the filter's JWTRule: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn lists_are_read_item_by_item() {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
