@@ -520,7 +520,13 @@ def start_envoy(
             pass
         time.sleep(0.05)
     else:
-        raise fail(f"envoy not ready within {timeout:.0f}s")
+        # A refused configuration makes Envoy exit; on a loaded machine that can take longer than the
+        # timeout. Report the exit, not a readiness timeout, when it comes within a short grace.
+        try:
+            proc.wait(timeout=10)
+            raise fail(f"envoy exited with code {proc.returncode} during startup")
+        except subprocess.TimeoutExpired:
+            raise fail(f"envoy not ready within {timeout:.0f}s") from None
 
     listen_port = 0
     if expect_listener:
