@@ -416,7 +416,7 @@ class Realm:
         if "openid" in req:
             out.append("openid")
         # Scopes with include.in.token.scope=false in Keycloak's defaults do not appear in `scope`.
-        hidden = {"web-origins", "acr", "roles", "basic"}
+        hidden = {"web-origins", "acr", "roles", "basic", "service_account"}
         for s in default:
             if s not in hidden and s not in out:
                 out.append(s)
@@ -498,11 +498,16 @@ class Realm:
             claims["resource_access"] = resource_access
         claims["scope"] = " ".join(scope)
         if service_account:
-            claims["clientHost"] = client_address
+            # clientHost / clientAddress / client_id come from the `service_account` client scope, which
+            # Keycloak gives a client created with service accounts enabled; an import must list it.
+            with_sa_scope = "service_account" in self.allowed_scopes(client)[0]
+            if with_sa_scope:
+                claims["clientHost"] = client_address
             claims["email_verified"] = False
             claims["preferred_username"] = user["username"]
-            claims["clientAddress"] = client_address
-            claims["client_id"] = client["clientId"]
+            if with_sa_scope:
+                claims["clientAddress"] = client_address
+                claims["client_id"] = client["clientId"]
         else:
             claims.update(self.profile_claims(user, scope))
         return claims
@@ -909,7 +914,9 @@ class Handler(BaseHTTPRequestHandler):
                 raise OAuthError(401, "unauthorized_client", "Public client not allowed")
             return client
         expected = client.get("secret")
-        if not secret or not expected or not hmac.compare_digest(secret.encode(), str(expected).encode()):
+        # A bearer-only client cannot authenticate at all in Keycloak (token endpoint and introspection alike).
+        if (not secret or not expected or client.get("bearerOnly")
+                or not hmac.compare_digest(secret.encode(), str(expected).encode())):
             raise OAuthError(401, "unauthorized_client", "Invalid client or Invalid client credentials")
         return client
 
@@ -919,11 +926,12 @@ class Handler(BaseHTTPRequestHandler):
         grant = form.get("grant_type")
         if not grant:
             raise OAuthError(400, "invalid_request", "Missing form parameter: grant_type")
-        if grant not in ("client_credentials", "password", "refresh_token", "authorization_code"):
+        device = "urn:ietf:params:oauth:grant-type:device_code"
+        if grant not in ("client_credentials", "password", "refresh_token", "authorization_code", device):
             raise OAuthError(400, "unsupported_grant_type", "Unsupported grant_type")
         client = self._authenticate_client(realm, form)
-        if client.get("bearerOnly"):
-            raise OAuthError(400, "invalid_client", "Bearer-only not allowed")
+        if grant == device:  # Keycloak knows the grant; no client of the export enables it
+            raise OAuthError(400, "invalid_grant", "Client not allowed OAuth 2.0 Device Authorization Grant")
         client_address = self.client_address[0]
         if grant == "client_credentials":
             if client.get("publicClient"):
