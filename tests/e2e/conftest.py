@@ -1,11 +1,16 @@
 """pytest fixtures for meshgate's end-to-end tests (see harness.py for the process management).
 
-Session scope:  idp (dev Keycloak: realms myrealm + otherrealm), echo (backend), keycloak_clusters,
-                meshgate_wasm (path of the built filter; FAILS the test - never skips - when missing),
-                e2e_workdir.
+Session scope:  idp (dev Keycloak: realms myrealm + otherrealm), echo (backend), keycloak_clusters (the
+                Keycloak cluster -> dev IdP), meshgate_wasm (path of the built filter; FAILS the test - never
+                skips - when missing), e2e_workdir,
+                keycloak (a real Keycloak, see keycloak.py: launched in the background as soon as collection
+                shows a test that uses it, waited for on first use, stopped at session end; FAILS the tests
+                that need it with the reason when it cannot be installed or started),
+                real_keycloak_clusters (the Keycloak cluster -> the real Keycloak).
 Function scope: envoy_factory (start any Envoy bootstrap; stopped at teardown), start_meshgate (render a
                 WasmPlugin for the meshgate module exactly as Istio would and start Envoy), idp_clean
-                (the session IdP with JWKS modes reset and counters zeroed).
+                (the session IdP with JWKS modes reset and counters zeroed), start_meshgate_keycloak
+                (start_meshgate with the Keycloak cluster pointing at the real Keycloak).
 Module scope:   module_envoy_factory (same as envoy_factory, torn down after the module).
 """
 
@@ -17,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import pytest
 
 import harness
+import keycloak as kc
 import render
 
 
@@ -55,6 +61,60 @@ def echo(e2e_workdir: Path) -> Iterator[harness.EchoProcess]:
 def keycloak_clusters(idp: harness.IdPProcess) -> dict[str, tuple[str, int]]:
     """{"outbound|80||keycloak.keycloak.svc.cluster.local": ("127.0.0.1", idp.port)}"""
     return idp.clusters()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# real Keycloak: one per session, launched early in the background (it needs tens of seconds)
+# ----------------------------------------------------------------------------------------------------------
+_KEYCLOAK: dict[str, Any] = {}  # "proc": KeycloakProcess | "error": str | "stats": str
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    if not any("keycloak" in getattr(item, "fixturenames", ()) for item in items):
+        return
+    try:
+        factory = getattr(config, "_tmp_path_factory", None)
+        workdir = factory.mktemp("keycloak") if factory else None
+        _KEYCLOAK["proc"] = kc.launch(workdir)
+    except kc.KeycloakError as e:
+        _KEYCLOAK["error"] = str(e)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    proc = _KEYCLOAK.pop("proc", None)
+    if proc is not None:
+        if proc.ready_after is not None:
+            _KEYCLOAK["stats"] = (f"Keycloak {kc.VERSION} (JDK {kc.java_version(proc.java_home)}): ready "
+                                  f"{proc.ready_after:.1f} s after launch, RSS {proc.rss_bytes() / 2**20:.0f} MiB "
+                                  f"at the end of the session")
+        proc.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if "stats" in _KEYCLOAK:
+        terminalreporter.write_line(_KEYCLOAK["stats"])
+
+
+@pytest.fixture(scope="session")
+def keycloak() -> kc.KeycloakProcess:
+    """The session's real Keycloak (realm myrealm imported, issuer harness.ISSUER), ready. Never skips: a
+    Keycloak that cannot be installed or started fails the test with the reason."""
+    if "error" in _KEYCLOAK:
+        pytest.fail(f"real Keycloak unavailable: {_KEYCLOAK['error']}", pytrace=False)
+    proc = _KEYCLOAK.get("proc")
+    if proc is None:
+        pytest.fail("real Keycloak was not launched (no collected test asked for it?)", pytrace=False)
+    try:
+        return proc.wait_ready()
+    except kc.KeycloakError as e:
+        _KEYCLOAK["error"] = str(e)
+        pytest.fail(f"real Keycloak did not start: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def real_keycloak_clusters(keycloak: kc.KeycloakProcess) -> dict[str, tuple[str, int]]:
+    """{"outbound|80||keycloak.keycloak.svc.cluster.local": ("127.0.0.1", keycloak.port)}"""
+    return keycloak.clusters()
 
 
 @pytest.fixture(scope="session")
@@ -158,3 +218,10 @@ def module_start_meshgate(module_envoy_factory: EnvoyFactory, meshgate_wasm: str
                           keycloak_clusters: dict) -> Callable[..., harness.EnvoyProcess]:
     """Module-scoped start_meshgate (Envoy stays up for the whole test module)."""
     return _meshgate_starter(module_envoy_factory, meshgate_wasm, echo, keycloak_clusters)
+
+
+@pytest.fixture()
+def start_meshgate_keycloak(envoy_factory: EnvoyFactory, meshgate_wasm: str, echo: harness.EchoProcess,
+                            real_keycloak_clusters: dict) -> Callable[..., harness.EnvoyProcess]:
+    """start_meshgate, with the Keycloak cluster pointing at the session's real Keycloak."""
+    return _meshgate_starter(envoy_factory, meshgate_wasm, echo, real_keycloak_clusters)
