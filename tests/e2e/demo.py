@@ -1,15 +1,19 @@
-"""`make run`: meshgate in a local Envoy, with a Keycloak-compatible dev IdP and an echo backend.
+"""`make run`: meshgate in a local Envoy, with a real Keycloak and an echo backend.
 
 Envoy gets the filter exactly as istiod renders the backend WasmPlugin (the reference policy: GET only,
 token from realm myrealm, audience my-backend-client, email user@example.com). The script obtains tokens
 the way a client would, runs the curl commands it prints, shows the status each one returned, and then
 keeps everything running until Ctrl-C.
 
-Against a real Keycloak instead of the dev IdP, change two settings:
-  --keycloak-url URL   where Envoy reaches Keycloak (becomes the Envoy cluster for JWKS fetches)
-  --issuer URL         the realm's issuer as Keycloak writes it into tokens (its frontend URL + /realms/myrealm)
-e.g. `make run DEMO_ARGS="--keycloak-url http://127.0.0.1:8080 --issuer http://localhost:8080/realms/myrealm"`
-(import istio/keycloak/realm-myrealm.json into that Keycloak first).
+Identity provider:
+  --idp keycloak       (default) start the pinned Keycloak that `make setup` installed (tests/e2e/keycloak.py):
+                       start-dev on 127.0.0.1, realm istio/keycloak/realm-myrealm.json imported, issuer
+                       http://keycloak.keycloak.svc.cluster.local/realms/myrealm. Takes 20-60 s to start.
+  --idp dev            the Python dev IdP (tests/e2e/idp.py): same realm, same token shapes, starts at once
+                       (`make run IDP=dev`).
+  --keycloak-url URL   use a Keycloak that is already running (with the realm imported) instead; the issuer
+                       is read from its discovery document unless --issuer says otherwise, e.g.
+                       `make run DEMO_ARGS="--keycloak-url http://127.0.0.1:8080"`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 import harness
+import keycloak as kc
 import render
 from conftest import make_wasmplugin
 
@@ -60,20 +65,35 @@ def plugin_config(issuer: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=10000, help="Envoy listener port (0: any free port)")
-    ap.add_argument("--keycloak-url", help="use this Keycloak instead of starting the dev IdP")
-    ap.add_argument("--issuer", default=None, help="realm issuer (default: the in-cluster Keycloak URL)")
+    ap.add_argument("--idp", choices=("keycloak", "dev"), default="keycloak",
+                    help="start a real Keycloak (default) or the dev IdP")
+    ap.add_argument("--keycloak-url", help="use this running Keycloak instead of starting one")
+    ap.add_argument("--issuer", default=None, help="realm issuer (default: what the IdP's discovery document says)")
     ap.add_argument("--once", action="store_true", help="exit after the demo requests (used by tests)")
     args = ap.parse_args()
 
     wasm = harness.require_meshgate_wasm()
     work = Path(tempfile.mkdtemp(prefix="meshgate-run-"))
     started: list = []
+    real: kc.KeycloakProcess | None = None
     try:
+        if args.idp == "keycloak" and not args.keycloak_url:
+            jdk = kc.java_home()
+            print(f"Starting Keycloak {kc.VERSION} (JDK {kc.java_version(jdk)}, start-dev, realm myrealm imported) "
+                  f"on 127.0.0.1; this takes 20-60 s ...", flush=True)
+            real = kc.launch(work / "keycloak")
+            started.append(real)
+            real.wait_ready()
+            print(f"Keycloak ready after {real.ready_after:.0f} s (RSS {real.rss_bytes() / 2**20:.0f} MiB).",
+                  flush=True)
+            args.keycloak_url = real.base_url
         if args.keycloak_url:
-            issuer = args.issuer or args.keycloak_url.rstrip("/") + "/realms/myrealm"
+            base_url = args.keycloak_url.rstrip("/")
+            issuer = args.issuer or requests.get(f"{base_url}/realms/myrealm/.well-known/openid-configuration",
+                                                 timeout=10).json()["issuer"]
             ku = urlsplit(args.keycloak_url)
             keycloak = (ku.hostname or "127.0.0.1", ku.port or (443 if ku.scheme == "https" else 80))
-            token_url = args.keycloak_url.rstrip("/") + "/realms/myrealm/protocol/openid-connect/token"
+            token_url = base_url + "/realms/myrealm/protocol/openid-connect/token"
             idp = None
         else:
             issuer = args.issuer or REALM_ISSUER
@@ -97,14 +117,28 @@ def main() -> int:
             r.raise_for_status()
             return r.json()["access_token"]
 
-        alice, bob = token("alice"), token("bob")
+        def service_token() -> str:
+            r = requests.post(token_url, data={"grant_type": "client_credentials"},
+                              auth=("frontend", "frontend-secret"), timeout=10)
+            r.raise_for_status()
+            return r.json()["access_token"]
+
+        alice, bob, frontend = token("alice"), token("bob"), service_token()
+        what = ("the dev IdP" if idp else f"Keycloak {kc.VERSION}" if real else "Keycloak at " + args.keycloak_url)
         print(f"\nmeshgate is running: Envoy {base} (admin http://127.0.0.1:{envoy.admin_port}), "
-              f"Keycloak {'dev IdP' if idp else 'at ' + args.keycloak_url} on {keycloak[0]}:{keycloak[1]}, "
-              f"echo backend on 127.0.0.1:{echo.port}. Envoy log: {envoy.log_path}\n")
-        print("Get a token (Keycloak password grant, user alice/alice, public client demo-cli):")
+              f"{what} on {keycloak[0]}:{keycloak[1]} (issuer {issuer}), "
+              f"echo backend on 127.0.0.1:{echo.port}. Envoy log: {envoy.log_path}")
+        print("Realm myrealm: users alice/alice (email user@example.com) and bob/bob; clients demo-cli (public, "
+              "password grant), frontend/frontend-secret (client_credentials), meshgate-gateway (code + PKCE).")
+        if real:
+            print(f"Keycloak admin REST API: {real.base_url}/admin/realms (user admin, password {real.admin_password}"
+                  f"); log {real.log_path}.\nLogin pages and the admin console use the hostname "
+                  f"{kc.HOSTNAME_URL}: open them in Chromium started with\n  {real.chromium_host_rule()}")
+        print("\nGet a token (Keycloak password grant, user alice/alice, public client demo-cli):")
         print(f"  TOKEN=$(curl -s -d grant_type=password -d client_id=demo-cli -d username=alice -d password=alice \\\n"
               f"          {token_url} | python3 -c 'import sys,json; print(json.load(sys.stdin)[\"access_token\"])')\n"
-              "  (BOB_TOKEN: the same with username=bob password=bob; bob's email is bob@example.com)\n")
+              "  (BOB_TOKEN: the same with username=bob password=bob; bob's email is bob@example.com;\n"
+              "   SA_TOKEN: curl -s -u frontend:frontend-secret -d grant_type=client_credentials <same URL>)\n")
         cases = [
             ("valid token, GET (reference policy allows)", "GET", {"Authorization": f"Bearer {alice}"}, 200, "$TOKEN"),
             ("no token (policy needs claims: Istio's 403)", "GET", {}, 403, None),
@@ -112,6 +146,8 @@ def main() -> int:
              "not.a.jwt"),
             ("valid token, POST (policy allows GET only)", "POST", {"Authorization": f"Bearer {alice}"}, 403, "$TOKEN"),
             ("bob's token (email bob@example.com)", "GET", {"Authorization": f"Bearer {bob}"}, 403, "$BOB_TOKEN"),
+            ("frontend service account (client_credentials; valid, but no email)", "GET",
+             {"Authorization": f"Bearer {frontend}"}, 403, "$SA_TOKEN"),
         ]
         ok = True
         for what, method, headers, want, shown in cases:
@@ -126,9 +162,10 @@ def main() -> int:
         stats = {k.removeprefix("wasmcustom."): v for k, v in envoy.stats("wasmcustom.meshgate").items() if v}
         print(f"\nmeshgate counters: {json.dumps(stats)}")
         print(f"Stats: curl -s http://127.0.0.1:{envoy.admin_port}/stats | grep meshgate")
+        print(f"\n{len(cases)} requests, {'all as expected' if ok else 'SOME UNEXPECTED'}.", flush=True)
         if args.once:
             return 0 if ok else 1
-        print("\nCtrl-C stops Envoy, the IdP and the backend.")
+        print("Ctrl-C stops Envoy, the IdP and the backend.", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while envoy.alive():
             time.sleep(1)
@@ -136,6 +173,10 @@ def main() -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    except kc.KeycloakError as e:
+        print(f"Keycloak could not be started: {e}\n(`make setup` installs it; `make run IDP=dev` uses the dev "
+              "IdP instead)", file=sys.stderr)
+        return 1
     finally:
         for p in reversed(started):
             p.stop()
