@@ -70,7 +70,7 @@ _KEYCLOAK: dict[str, Any] = {}  # "proc": KeycloakProcess | "error": str | "stat
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    if not any("keycloak" in getattr(item, "fixturenames", ()) for item in items):
+    if config.option.collectonly or not any("keycloak" in getattr(item, "fixturenames", ()) for item in items):
         return
     try:
         factory = getattr(config, "_tmp_path_factory", None)
