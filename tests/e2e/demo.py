@@ -73,6 +73,9 @@ def main() -> int:
     args = ap.parse_args()
 
     wasm = harness.require_meshgate_wasm()
+    # SIGTERM (e.g. from `timeout`) unwinds through `finally` like Ctrl-C: Keycloak runs in its own session
+    # and would outlive a Python killed outright.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     work = Path(tempfile.mkdtemp(prefix="meshgate-run-"))
     started: list = []
     real: kc.KeycloakProcess | None = None
@@ -166,7 +169,6 @@ def main() -> int:
         if args.once:
             return 0 if ok else 1
         print("Ctrl-C stops Envoy, the IdP and the backend.", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while envoy.alive():
             time.sleep(1)
         print("Envoy exited:\n" + harness.tail(envoy.log_path))

@@ -631,12 +631,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "install":
             install(quiet=args.quiet)
         else:
-            kc = start()
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind through kc.stop()
+            kc = launch()
             try:
+                kc.wait_ready()
                 print(f"Keycloak {VERSION} ready in {kc.ready_after:.0f} s: {kc.base_url} (health "
                       f"http://127.0.0.1:{kc.management_port}/health), issuer {kc.issuer()}, admin "
                       f"{ADMIN_USER}/{kc.admin_password}, log {kc.log_path}. Ctrl-C stops it.", flush=True)
-                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
                 while kc.alive():
                     time.sleep(1)
             except KeyboardInterrupt:
