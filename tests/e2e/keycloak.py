@@ -335,6 +335,11 @@ class KeycloakProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def started_in(self) -> float | None:
+        """Keycloak's own start time from its log ("... started in 24.1s"), from JVM start to ready."""
+        m = re.search(r"\) started in ([0-9.]+)s\.", self.log())
+        return float(m.group(1)) if m else None
+
     def stop(self) -> int | None:
         """SIGTERM to kc.sh (it forwards to Java), bounded wait, then SIGKILL of its process group."""
         if self.proc.poll() is None:
