@@ -53,16 +53,18 @@ setup:
 	@if command -v func-e >/dev/null 2>&1; then \
 	  printf '#!/bin/sh\nexec func-e run "$$@"\n' > $(VENV)/bin/envoy-func-e && chmod +x $(VENV)/bin/envoy-func-e; fi
 	@$(ENVOY_BIN) --version | head -1
-	$(PYTHON) tests/e2e/keycloak.py install
+	@$(PYTHON) tests/e2e/keycloak.py install || echo 'WARNING: Keycloak could not be installed (see above):' \
+	  'make run needs IDP=dev, and the tests that need Keycloak will fail with this reason.'
 	@touch $(VENV)/.setup-done
 
 # `make run` / `make test` on a fresh machine set themselves up once.
 $(VENV)/.setup-done: tests/e2e/requirements.txt
 	$(MAKE) setup
 
-## keycloak: fetch/verify/unpack/prime the pinned Keycloak if it is not there yet (part of setup)
+## keycloak: fetch/verify/unpack/prime the pinned Keycloak if it is not there yet (part of setup). A failure
+##   does not stop `make test`: the tests that need Keycloak fail with the reason, the others run.
 keycloak: $(VENV)/.setup-done
-	$(PYTHON) tests/e2e/keycloak.py install --quiet
+	@$(PYTHON) tests/e2e/keycloak.py install --quiet || echo "WARNING: Keycloak is not installed (see above)"
 
 ## build: the release .wasm → dist/meshgate.wasm (rustup's wasm32-wasip1 target, or Debian's Rust when
 ##   `make setup` chose it / WASM_TOOLCHAIN=debian)

@@ -120,6 +120,11 @@ def _stamp() -> Path:
     return dist_dir() / ".meshgate-primed"
 
 
+def _install_error_file() -> Path:
+    """Why the last `install` failed (read by launch(), so failing tests say it)."""
+    return cache_dir() / f"keycloak-{VERSION}-install-error.txt"
+
+
 def _stamp_text() -> str:
     return json.dumps({"version": VERSION, "sha256": DIST_SHA256, "build_options": list(BUILD_OPTIONS)})
 
@@ -593,8 +598,11 @@ def launch(workdir: Path | str | None = None, *, realm_files: Sequence[Path | st
            extra_args: Sequence[str] = ()) -> KeycloakProcess:
     """Start Keycloak and return at once (it takes tens of seconds to be ready: call `wait_ready()`)."""
     if require_installed and not installed():
+        why = ""
+        with contextlib.suppress(OSError):
+            why = "; the last install failed: " + _install_error_file().read_text().strip()
         raise KeycloakError(f"Keycloak {VERSION} is not installed in {dist_dir()}: run `make setup` "
-                            f"(or `python tests/e2e/keycloak.py install`)")
+                            f"(or `python tests/e2e/keycloak.py install`){why}")
     jdk = java or java_home()
     wd = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="meshgate-keycloak-"))
     wd.mkdir(parents=True, exist_ok=True)
@@ -634,7 +642,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             print(json.dumps(info(), indent=1))
         elif args.command == "install":
-            install(quiet=args.quiet)
+            try:
+                install(quiet=args.quiet)
+                _install_error_file().unlink(missing_ok=True)
+            except KeycloakError as e:
+                with contextlib.suppress(OSError):
+                    cache_dir().mkdir(parents=True, exist_ok=True)
+                    _install_error_file().write_text(str(e) + "\n")
+                raise
         else:
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind through kc.stop()
             kc = launch()
