@@ -242,6 +242,20 @@ def test_client_credentials_token_passes_a_service_policy(keycloak, start_meshga
     assert_403(env.get("/data", token=keycloak.password_token("alice")))
 
 
+def test_access_tokens_only_refuses_keycloaks_id_token(keycloak, start_meshgate_keycloak):
+    """A real Keycloak ID token (typ ID, aud = the client) is refused by accessTokensOnly even where its
+    audience is accepted; the access token of the same login passes."""
+    t = keycloak.token_response(grant_type="password", client_id="demo-cli", username="alice", password="alice",
+                                scope="openid")
+    id_claims = claims(t["id_token"])
+    assert (id_claims["typ"], id_claims["aud"], id_claims["iss"]) == ("ID", "demo-cli", ISSUER)
+    env = start_meshgate_keycloak({"jwtRules": [rule(ISSUER, audiences=["demo-cli", AUD], accessTokensOnly=True)],
+                                   "policies": AUTHENTICATED})
+    assert_401(env.get("/data", token=t["id_token"]), "Jwt is not an access token ([typ] is not Bearer)")
+    r = env.get("/data", token=t["access_token"])
+    assert r.status_code == 200, r.text
+
+
 def test_logout_does_not_revoke_issued_access_tokens(keycloak, start_meshgate_keycloak):
     """Documented limit (README): meshgate verifies stateless JWTs; ending the Keycloak session (logout,
     revocation) does not stop an access token that was already issued until it expires."""
