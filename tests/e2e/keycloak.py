@@ -22,9 +22,9 @@ log), and `--hostname=http://keycloak.keycloak.svc.cluster.local` with `--hostna
 every token carries `iss = http://keycloak.keycloak.svc.cluster.local/realms/<realm>` whatever address the
 client used, exactly as the manifests and tests configure, while back-channel endpoints (token, JWKS,
 admin REST) answer on the loopback address the caller used. The JVM runs C1-only
-(`-XX:TieredStopAtLevel=1`: about half the start time, enough speed for tests) at nice 10, so tests that
-run while it starts keep their timing. The bootstrap admin of the master realm gets a random password
-per instance (KC_BOOTSTRAP_ADMIN_USERNAME/PASSWORD). `stop()` terminates the process by its PID (kc.sh
+(`-XX:TieredStopAtLevel=1`: about half the start time, enough speed for tests) at nice 19, the lowest
+priority, so tests that run while it starts keep their timing. The bootstrap admin of the master realm
+gets a random password per instance (KC_BOOTSTRAP_ADMIN_USERNAME/PASSWORD). `stop()` terminates the process by its PID (kc.sh
 forwards SIGTERM to Java), then kills its process group if it lingers.
 
 Login page for a browser. Front-channel URLs (the authorization endpoint, the login form's action,
@@ -91,7 +91,7 @@ JAVA_CANDIDATES = ("/usr/lib/jvm/temurin-25-jdk-amd64", "/usr/lib/jvm/java-21-op
                    "/usr/lib/jvm/java-17-openjdk-amd64")
 START_TIMEOUT = float(os.environ.get("MESHGATE_KEYCLOAK_START_TIMEOUT", "300"))
 STOP_TIMEOUT = 20.0
-NICE = 10
+NICE = 19
 
 _LISTENING = re.compile(r"Listening on: http://127\.0\.0\.1:(\d+)\. Management interface listening on "
                         r"http://127\.0\.0\.1:(\d+)")
