@@ -3,6 +3,7 @@
 //! back to the engine under the call's [`CallId`].
 
 use crate::jwks::FetchId;
+use std::fmt;
 use std::time::Duration;
 
 /// Who asked for a call, so its response reaches the state machine that owns it.
@@ -10,6 +11,8 @@ use std::time::Duration;
 pub enum CallId {
     /// Discovery or JWKS fetch of a JWT rule's keys.
     Keys(FetchId),
+    /// Discovery or token call of an egress target.
+    Egress(crate::egress::FetchId),
 }
 
 impl CallId {
@@ -17,13 +20,14 @@ impl CallId {
     pub fn resource(self) -> WaitKey {
         match self {
             CallId::Keys(f) => WaitKey::Keys(f.rule),
+            CallId::Egress(f) => WaitKey::EgressToken(f.target),
         }
     }
 }
 
 /// A request to another service: method, path and authority are in `headers` (`:method`,
 /// `:path`, `:authority`, `:scheme`), as `dispatch_http_call` expects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpCall {
     pub id: CallId,
     pub cluster: String,
@@ -38,4 +42,31 @@ pub struct HttpCall {
 pub enum WaitKey {
     /// The keys of JWT rule `n` (discovery, then JWKS; also a kid-miss refetch).
     Keys(usize),
+    /// The token of egress target `n` (discovery, then the token call).
+    EgressToken(usize),
+}
+
+/// Token calls carry the client secret (Basic header or form body): `Debug` shows neither.
+impl fmt::Debug for HttpCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let shown = if k.eq_ignore_ascii_case("authorization") {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("HttpCall")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }

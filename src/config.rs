@@ -46,6 +46,9 @@ pub struct PluginConfig {
     /// Add a response header naming the policy that denied a request (debugging only).
     #[serde(default)]
     pub debug_headers: bool,
+    /// Outbound targets that get a client-credentials token (see `egress`).
+    #[serde(default)]
+    pub egress: Vec<crate::egress::EgressTargetConfig>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -191,6 +194,8 @@ pub struct Settings {
     pub token_cache_size: usize,
     pub reply: ReplyOptions,
     pub any_required: bool,
+    /// Compiled `egress` targets (empty: no outbound stage).
+    pub egress: Vec<crate::egress::EgressTarget>,
 }
 
 impl Settings {
@@ -241,6 +246,15 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
             None
         }
     };
+    let egress = crate::egress::config::compile(
+        &config.egress,
+        "egress",
+        &crate::egress::config::process_env,
+    )
+    .unwrap_or_else(|mut e| {
+        errors.append(&mut e);
+        Vec::new()
+    });
     let token_cache_size = config.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
     if token_cache_size > MAX_TOKEN_CACHE_SIZE {
         errors.push(ConfigError::new(
@@ -277,6 +291,7 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
             insufficient_scope_challenge: config.insufficient_scope_challenge,
             debug_headers: config.debug_headers,
         },
+        egress,
     })
 }
 

@@ -4,6 +4,7 @@
 use crate::authz::{Action, AuthzDecision, DryRunOutcome};
 use crate::calls::{CallId, HttpCall, WaitKey};
 use crate::config::{JwtRule, LocationKind, Settings};
+use crate::egress::{self, Step, TokenStore};
 use crate::error::{AuthnError, Denial, Reply};
 use crate::extract::extract;
 use crate::identity::Identity;
@@ -11,7 +12,7 @@ use crate::jwks::{KeyLookup, KeyStore};
 use crate::jwt::crypto::SignatureBackend;
 use crate::jwt::verify::{check_claims, check_time, verify_signature, ClaimRules};
 use crate::jwt::{self, UntrustedJwt};
-use crate::metrics::{Metric, MetricSink};
+use crate::metrics::{EgressEvent, Metric, MetricSink};
 use crate::request::RequestAttrs;
 use crate::token_cache::{TokenCache, VerifiedToken};
 use serde_json::Value;
@@ -70,16 +71,20 @@ pub struct Engine {
     pub settings: Rc<Settings>,
     pub keys: KeyStore,
     pub cache: TokenCache,
+    /// Tokens of the egress targets.
+    pub tokens: TokenStore,
 }
 
 impl Engine {
     pub fn new(settings: Rc<Settings>) -> Engine {
         let keys = KeyStore::new(&settings);
         let cache = TokenCache::new(settings.token_cache_size);
+        let tokens = TokenStore::new(&settings.egress);
         Engine {
             settings,
             keys,
             cache,
+            tokens,
         }
     }
 
@@ -91,6 +96,10 @@ impl Engine {
         crypto: &dyn SignatureBackend,
         metrics: &mut dyn MetricSink,
     ) -> Decision {
+        // Outbound (the workload calling out): only the egress stage runs.
+        if req.outbound && !self.settings.egress.is_empty() {
+            return self.egress_request(req, now_ms, metrics);
+        }
         let settings = self.settings.clone();
         // Client-supplied copies of headers we set are stripped; only present ones cost a host call.
         let mut forward = Forward {
@@ -212,6 +221,73 @@ impl Engine {
         }
     }
 
+    fn egress_request(
+        &mut self,
+        req: &RequestAttrs,
+        now_ms: u64,
+        metrics: &mut dyn MetricSink,
+    ) -> Decision {
+        let step = egress::stage(
+            &self.settings.egress,
+            &mut self.tokens,
+            req,
+            now_ms,
+            metrics,
+        );
+        self.egress_decision(step, req)
+    }
+
+    fn egress_decision(&self, step: Step, req: &RequestAttrs) -> Decision {
+        match step {
+            Step::Untouched => Decision::Forward(Forward::default()),
+            Step::Inject(value) => Decision::Forward(Forward {
+                set_headers: vec![(Rc::from("authorization"), value)],
+                ..Forward::default()
+            }),
+            Step::Wait {
+                target,
+                call,
+                timeout_ms,
+            } => Decision::Wait(Wait {
+                on: vec![WaitKey::EgressToken(target)],
+                calls: call.into_iter().collect(),
+                timeout_ms,
+            }),
+            Step::Deny { target, reason } => {
+                let target = self
+                    .settings
+                    .egress
+                    .get(target)
+                    .map_or_else(String::new, |t| t.name.clone());
+                Decision::Respond(
+                    Denial::EgressNoToken { target, reason }
+                        .to_reply(&realm(req), &self.settings.reply),
+                )
+            }
+        }
+    }
+
+    /// A paused request's wait ran out (or no more requests may wait): what it gets instead.
+    /// Waiting for keys: `401 Jwks remote fetch is failed`; for an egress token: `onError`.
+    pub fn on_wait_timeout(
+        &mut self,
+        req: &RequestAttrs,
+        on: &[WaitKey],
+        metrics: &mut dyn MetricSink,
+    ) -> Decision {
+        let egress_target = on.iter().find_map(|k| match k {
+            WaitKey::EgressToken(i) => Some(*i),
+            WaitKey::Keys(_) => None,
+        });
+        match egress_target {
+            Some(i) => {
+                let step = egress::give_up(&self.settings.egress, &self.tokens, i, metrics);
+                self.egress_decision(step, req)
+            }
+            None => self.deny_authn(req, AuthnError::JwksFetchFailed, metrics),
+        }
+    }
+
     fn deny_authn(
         &self,
         req: &RequestAttrs,
@@ -294,7 +370,11 @@ impl Engine {
 
     /// Periodic work: calls to send now.
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<HttpCall> {
-        self.keys.due_fetches(now_ms)
+        let mut calls = self.keys.due_fetches(now_ms);
+        if !self.settings.egress.is_empty() {
+            calls.extend(self.tokens.due_fetches(now_ms));
+        }
+        calls
     }
 
     /// A call response arrived (`status` None: no HTTP response, e.g. a timeout).
@@ -306,7 +386,12 @@ impl Engine {
         now_ms: u64,
         metrics: &mut dyn MetricSink,
     ) -> Settled {
-        let CallId::Keys(id) = id;
+        let id = match id {
+            CallId::Keys(id) => id,
+            CallId::Egress(id) => {
+                return self.on_egress_response(id, status, body, now_ms, metrics)
+            }
+        };
         let outcome = self.keys.on_response(id, status, body, now_ms);
         for _ in 0..outcome.rejected_keys {
             metrics.increment(Metric::JwksKeyRejected);
@@ -356,10 +441,80 @@ impl Engine {
         now_ms: u64,
         metrics: &mut dyn MetricSink,
     ) -> Vec<WaitKey> {
-        let CallId::Keys(id) = id;
-        metrics.increment(Metric::JwksFetchFailed);
-        self.keys.on_dispatch_failed(id, now_ms);
-        vec![WaitKey::Keys(id.rule)]
+        match id {
+            CallId::Keys(id) => {
+                metrics.increment(Metric::JwksFetchFailed);
+                self.keys.on_dispatch_failed(id, now_ms);
+                vec![WaitKey::Keys(id.rule)]
+            }
+            CallId::Egress(id) => {
+                let failure = self.tokens.on_dispatch_failed(id, now_ms);
+                self.count_egress_failure(id.target, &failure, metrics);
+                vec![WaitKey::EgressToken(id.target)]
+            }
+        }
+    }
+
+    fn on_egress_response(
+        &mut self,
+        id: egress::FetchId,
+        status: Option<u32>,
+        body: &[u8],
+        now_ms: u64,
+        metrics: &mut dyn MetricSink,
+    ) -> Settled {
+        let outcome = self.tokens.on_response(id, status, body, now_ms);
+        if let Some(f) = &outcome.failed {
+            self.count_egress_failure(id.target, f, metrics);
+        }
+        if let (Some(ms), Some(t)) = (
+            outcome.obtained_lifetime_ms,
+            self.settings.egress.get(id.target),
+        ) {
+            metrics.increment(Metric::Egress(&t.name, EgressEvent::FetchOk));
+            log::debug!(
+                "egress target {}: token obtained, valid {} s",
+                t.name,
+                ms / 1000
+            );
+        }
+        // Discovery that succeeded moves on to the token call: nothing is settled yet.
+        let settled = if outcome.next.is_none() {
+            vec![WaitKey::EgressToken(id.target)]
+        } else {
+            Vec::new()
+        };
+        Settled {
+            settled,
+            calls: outcome.next.into_iter().collect(),
+        }
+    }
+
+    fn count_egress_failure(
+        &self,
+        target: usize,
+        failure: &egress::token::Failure,
+        metrics: &mut dyn MetricSink,
+    ) {
+        let Some(t) = self.settings.egress.get(target) else {
+            return;
+        };
+        metrics.increment(Metric::Egress(&t.name, EgressEvent::FetchFailed));
+        if failure.rejected {
+            metrics.increment(Metric::Egress(&t.name, EgressEvent::FetchRejected));
+            log::warn!(
+                "egress target {}: the token endpoint refused client {:?} ({}); check clientId and the client secret",
+                t.name,
+                t.client_id,
+                failure.reason
+            );
+        } else {
+            log::warn!(
+                "egress target {}: token fetch failed: {}",
+                t.name,
+                failure.reason
+            );
+        }
     }
 }
 

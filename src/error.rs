@@ -192,6 +192,12 @@ pub enum Denial {
         /// The request carried a valid token (for the optional RFC 6750 insufficient_scope challenge).
         had_valid_token: bool,
     },
+    /// An outbound request to an egress target could not get a token (`onError: deny`).
+    EgressNoToken {
+        target: String,
+        /// Why, in one line (never a secret or a token).
+        reason: String,
+    },
 }
 
 /// Options that change how denials are rendered.
@@ -260,6 +266,14 @@ impl Denial {
                     details: "rbac_access_denied_matched_policy[meshgate]".into(),
                 }
             }
+            // The caller is the local workload: 503 like any unavailable upstream dependency,
+            // and a body that says which target and why.
+            Denial::EgressNoToken { target, reason } => Reply {
+                status: 503,
+                headers: vec![("content-type".into(), "text/plain".into())],
+                body: format!("meshgate egress: no access token for target {target:?}: {reason}"),
+                details: format!("meshgate_egress_no_token{{{target}}}"),
+            },
         }
     }
 }
@@ -308,6 +322,21 @@ mod tests {
         let r = Denial::Authn(AuthnError::Expired).to_reply(&uri, &ReplyOptions::default());
         assert!(r.headers[0].1.contains(&"x".repeat(256)));
         assert!(!r.headers[0].1.contains(&"x".repeat(257)));
+    }
+
+    #[test]
+    fn egress_without_token_is_503_naming_the_target() {
+        let r = Denial::EgressNoToken {
+            target: "backend".into(),
+            reason: "token endpoint answered HTTP 401 unauthorized_client".into(),
+        }
+        .to_reply("u", &ReplyOptions::default());
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            r.body,
+            "meshgate egress: no access token for target \"backend\": token endpoint answered HTTP 401 unauthorized_client"
+        );
+        assert!(r.headers.iter().all(|(n, _)| n != "www-authenticate"));
     }
 
     #[test]

@@ -351,6 +351,7 @@ mod tests {
     fn id(c: &HttpCall) -> FetchId {
         match c.id {
             CallId::Keys(f) => f,
+            other => panic!("{other:?}"),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod config;
 #[cfg(feature = "cli")]
 pub mod convert;
 pub mod duration;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod extract;

@@ -27,6 +27,55 @@ pub enum Metric<'a> {
     /// A fetched JWKS offered a signature key meshgate refuses (RSA under 2048 bits, exponent
     /// above 2^33-1, invalid point, unsupported kty or curve); counted once per key and fetch.
     JwksKeyRejected,
+    /// Per egress target (`egress[].name`).
+    Egress(&'a str, EgressEvent),
+}
+
+/// What happened for an egress target: `meshgate.egress.<target>.<event>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressEvent {
+    /// A token was obtained.
+    FetchOk,
+    /// A token or discovery call failed (any reason, including `FetchRejected`).
+    FetchFailed,
+    /// The token endpoint refused the request (HTTP 400/401/403: wrong secret or client set-up).
+    FetchRejected,
+    /// A request was forwarded with the target's token.
+    Injected,
+    /// A request kept the `Authorization` the application set (no `override`).
+    Kept,
+    /// A request was paused for the target's token.
+    Waited,
+    /// A request was answered 503: no token (`onError: deny`).
+    Denied,
+    /// A request was forwarded without a token (`onError: allow`).
+    NoToken,
+}
+
+impl EgressEvent {
+    pub const ALL: [EgressEvent; 8] = [
+        EgressEvent::FetchOk,
+        EgressEvent::FetchFailed,
+        EgressEvent::FetchRejected,
+        EgressEvent::Injected,
+        EgressEvent::Kept,
+        EgressEvent::Waited,
+        EgressEvent::Denied,
+        EgressEvent::NoToken,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EgressEvent::FetchOk => "fetch_ok",
+            EgressEvent::FetchFailed => "fetch_failed",
+            EgressEvent::FetchRejected => "fetch_rejected",
+            EgressEvent::Injected => "injected",
+            EgressEvent::Kept => "kept",
+            EgressEvent::Waited => "waited",
+            EgressEvent::Denied => "denied",
+            EgressEvent::NoToken => "no_token",
+        }
+    }
 }
 
 /// A policy name as one stat-name segment: Envoy splits stat names on '.', and Kubernetes names
@@ -66,6 +115,7 @@ impl Metric<'_> {
             Metric::TokenCacheHit => "meshgate.token_cache.hit".into(),
             Metric::TokenCacheMiss => "meshgate.token_cache.miss".into(),
             Metric::JwksKeyRejected => "meshgate.jwks_key_rejected".into(),
+            Metric::Egress(t, e) => format!("meshgate.egress.{}.{}", segment(t), e.name()).into(),
         }
     }
 }
@@ -75,12 +125,16 @@ impl Metric<'_> {
 pub const FIXED_SLOTS: usize = 6 + AuthnError::ALL.len();
 /// Per-policy counter kinds.
 pub const POLICY_KINDS: usize = 5;
+/// Per-egress-target counter kinds.
+pub const EGRESS_KINDS: usize = EgressEvent::ALL.len();
 
 /// Where a host keeps a metric's id: a fixed slot, or (policy name, kind) for per-policy counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot<'a> {
     Fixed(usize),
     Policy(&'a str, usize),
+    /// (egress target name, [`EgressEvent`] as index).
+    Egress(&'a str, usize),
 }
 
 impl<'a> Metric<'a> {
@@ -102,6 +156,7 @@ impl<'a> Metric<'a> {
             Metric::DryRunWouldDeny(p) => Slot::Policy(p, 2),
             Metric::DryRunWouldAllow(p) => Slot::Policy(p, 3),
             Metric::AuditMatched(p) => Slot::Policy(p, 4),
+            Metric::Egress(t, e) => Slot::Egress(t, e as usize),
         }
     }
 }
@@ -149,6 +204,13 @@ mod tests {
             };
             assert!(k < POLICY_KINDS && seen.insert(k));
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for e in EgressEvent::ALL {
+            let Slot::Egress("t", k) = Metric::Egress("t", e).slot() else {
+                panic!("{e:?} must be per target")
+            };
+            assert!(k < EGRESS_KINDS && seen.insert(k));
+        }
     }
 
     #[test]
@@ -164,6 +226,10 @@ mod tests {
         assert_eq!(
             Metric::Denied(AuthnError::Expired).name(),
             "meshgate.denied.expired"
+        );
+        assert_eq!(
+            Metric::Egress("backend", EgressEvent::FetchRejected).name(),
+            "meshgate.egress.backend.fetch_rejected"
         );
     }
 }

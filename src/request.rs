@@ -27,6 +27,9 @@ pub struct RequestAttrs {
     pub source_principal: Option<String>,
     /// `connection.sni`: requested server name of the downstream TLS connection.
     pub sni: Option<String>,
+    /// The request is on a sidecar's outbound listener (the workload is calling out): only the
+    /// egress stage runs. Set by the adapter, and only when `egress` is configured.
+    pub outbound: bool,
 }
 
 impl RequestAttrs {

@@ -177,7 +177,7 @@ impl Vm {
                     }
                     Err(why) => {
                         log::warn!(
-                            "dispatch_http_call to cluster {:?} failed ({why}): the cluster must exist in this proxy (Istio names it outbound|<port>||<host>; set jwksCluster to override)",
+                            "dispatch_http_call to cluster {:?} failed ({why}): the cluster must exist in this proxy (Istio names it outbound|<port>||<host>; set jwksCluster or the egress target's cluster to override)",
                             call.cluster
                         );
                         if let Some(engine) = self.engine.as_mut() {
@@ -238,9 +238,45 @@ impl Vm {
         for id in expired {
             if let Some(w) = self.waiting.remove(&id) {
                 if host.enter(id) {
-                    log::debug!("request waited its whole timeout for keys");
-                    fail_closed(host, &w.req);
+                    log::debug!("request waited its whole timeout for {:?}", w.on);
+                    self.give_up(host, &w.req, &w.on, true);
                 }
+            }
+        }
+    }
+
+    /// The current request cannot wait (any longer) for `on`: the engine's fallback decision
+    /// (fail closed for keys; `onError` for an egress token), applied. `resumed`: it was paused.
+    fn give_up(
+        &mut self,
+        host: &mut dyn Host,
+        req: &RequestAttrs,
+        on: &[WaitKey],
+        resumed: bool,
+    ) -> Verdict {
+        let decision = match self.engine.as_mut() {
+            Some(engine) => engine.on_wait_timeout(req, on, host.metrics()),
+            None => {
+                fail_closed(host, req);
+                return Verdict::Pause;
+            }
+        };
+        match decision {
+            Decision::Forward(fwd) => {
+                host.forward(&fwd);
+                if resumed {
+                    host.resume();
+                }
+                Verdict::Continue
+            }
+            Decision::Respond(reply) => {
+                host.reply(&reply);
+                Verdict::Pause
+            }
+            // Never asked to wait again; fail closed rather than hang.
+            Decision::Wait(_) => {
+                fail_closed(host, req);
+                Verdict::Pause
             }
         }
     }
@@ -278,8 +314,8 @@ impl Vm {
                     w.on = wait.on;
                     w.req = req;
                 } else if self.waiting.len() >= MAX_WAITING {
-                    log::warn!("{MAX_WAITING} requests already wait for keys; failing this one");
-                    fail_closed(host, &req);
+                    log::warn!("{MAX_WAITING} requests already wait; not pausing this one");
+                    return self.give_up(host, &req, &wait.on, false);
                 } else {
                     self.waiting.insert(
                         ctx,

@@ -60,6 +60,7 @@ fn base_request() -> RequestAttrs {
         destination_port: Some(8080),
         source_principal: Some("spiffe://cluster.local/ns/frontend/sa/web".into()),
         sni: Some("api.example.com".into()),
+        outbound: false,
     }
 }
 

@@ -3,7 +3,9 @@
 use crate::authz::ConnectionNeeds;
 use crate::engine::Forward;
 use crate::error::{AuthnError, Reply};
-use crate::metrics::{Metric, MetricSink, Slot, FIXED_SLOTS, POLICY_KINDS};
+use crate::metrics::{
+    EgressEvent, Metric, MetricSink, Slot, EGRESS_KINDS, FIXED_SLOTS, POLICY_KINDS,
+};
 use crate::request::RequestAttrs;
 use foldhash::fast::FixedState;
 use proxy_wasm::hostcalls;
@@ -68,6 +70,32 @@ pub fn request_attrs(needs: ConnectionNeeds) -> RequestAttrs {
     req
 }
 
+/// Envoy's `listener_direction` (config.core.v3.TrafficDirection as an int64): 2 is OUTBOUND.
+/// Istio sets it on every listener it generates: INBOUND on a sidecar's inbound listeners,
+/// OUTBOUND on its outbound listeners and on every gateway listener.
+const LISTENER_DIRECTION_OUTBOUND: i64 = 2;
+
+/// Whether the current request arrived on an OUTBOUND listener (false when the property is
+/// missing or UNSPECIFIED). One host call; made only when `egress` is configured.
+pub fn outbound_listener() -> bool {
+    let Some(bytes) = hostcalls::get_property(vec!["listener_direction"])
+        .ok()
+        .flatten()
+    else {
+        return false;
+    };
+    // Integers come as 8 little-endian bytes.
+    <[u8; 8]>::try_from(bytes.as_slice())
+        .map(i64::from_le_bytes)
+        .is_ok_and(|d| d == LISTENER_DIRECTION_OUTBOUND)
+}
+
+/// Whether this proxy is an Istio gateway: its node id is `router~<ip>~<pod>.<ns>~<domain>`
+/// (sidecars have `sidecar~...`). Read once, at configure time.
+pub fn is_gateway() -> bool {
+    property_string(&["node", "id"]).is_some_and(|id| id.starts_with("router~"))
+}
+
 pub fn apply_forward(fwd: &Forward) {
     for name in &fwd.remove_headers {
         if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
@@ -105,6 +133,7 @@ pub fn send_reply(reply: &Reply) {
 pub struct HostMetrics {
     fixed: [Option<u32>; FIXED_SLOTS + 1],
     policy: HashMap<Box<str>, [Option<u32>; POLICY_KINDS], FixedState>,
+    egress: HashMap<Box<str>, [Option<u32>; EGRESS_KINDS], FixedState>,
 }
 
 impl Default for HostMetrics {
@@ -112,6 +141,7 @@ impl Default for HostMetrics {
         HostMetrics {
             fixed: [None; FIXED_SLOTS + 1],
             policy: HashMap::default(),
+            egress: HashMap::default(),
         }
     }
 }
@@ -140,6 +170,15 @@ impl HostMetrics {
                     .or_insert([None; POLICY_KINDS])
                     .get_mut(kind)?
             }
+            Slot::Egress(t, kind) => {
+                if let Some(Some(id)) = self.egress.get(t).and_then(|ids| ids.get(kind)) {
+                    return Some(*id);
+                }
+                self.egress
+                    .entry(t.into())
+                    .or_insert([None; EGRESS_KINDS])
+                    .get_mut(kind)?
+            }
         };
         if cached.is_none() {
             *cached = define(&metric.name());
@@ -161,6 +200,15 @@ impl HostMetrics {
             .chain(AuthnError::ALL.into_iter().map(Metric::Denied))
         {
             self.id(m);
+        }
+    }
+
+    /// Defines every counter of these egress targets up front (0 before the first event).
+    pub fn register_egress<'a>(&mut self, targets: impl Iterator<Item = &'a str>) {
+        for t in targets {
+            for e in EgressEvent::ALL {
+                self.id(Metric::Egress(t, e));
+            }
         }
     }
 }

@@ -36,6 +36,8 @@ const MAX_CALL_RESPONSE_BYTES: usize = crate::jwt::jwk::MAX_JWKS_BYTES;
 struct Shared {
     vm: Vm,
     metrics: HostMetrics,
+    /// Read `listener_direction` per request: `egress` is configured and this is not a gateway.
+    read_direction: bool,
 }
 
 impl Default for Shared {
@@ -43,6 +45,7 @@ impl Default for Shared {
         Shared {
             vm: Vm::new(None, Box::new(WasmCrypto)),
             metrics: HostMetrics::default(),
+            read_direction: false,
         }
     }
 }
@@ -183,10 +186,17 @@ impl RootContext for Root {
                 available
             }
         };
+        // Egress runs on a sidecar's outbound listeners only. Gateway listeners are OUTBOUND
+        // too (Istio), and there jwtRules and policies must keep running on every request.
+        let read_direction = !settings.egress.is_empty() && !host::is_gateway();
+        if !settings.egress.is_empty() && !read_direction {
+            log::warn!("egress is configured but this proxy is an Istio gateway: egress runs only on sidecar outbound listeners and is ignored here");
+        }
         log::info!(
-            "configured {} jwtRules, {} policies; signature verification: {}",
+            "configured {} jwtRules, {} policies, {} egress targets; signature verification: {}",
             settings.rules.len(),
             settings.policies.names().count(),
+            settings.egress.len(),
             if host_crypto {
                 "host (BoringSSL)"
             } else {
@@ -204,8 +214,11 @@ impl RootContext for Root {
         }
         let shared = self.shared.clone();
         let s = &mut *shared.borrow_mut();
-        s.vm = Vm::new(Some(Engine::new(Rc::new(settings))), crypto);
         s.metrics.register_static();
+        s.metrics
+            .register_egress(settings.egress.iter().map(|t| t.name.as_str()));
+        s.read_direction = read_direction;
+        s.vm = Vm::new(Some(Engine::new(Rc::new(settings))), crypto);
         let mut host = WasmHost {
             ctx: self,
             metrics: &mut s.metrics,
@@ -254,7 +267,10 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let shared = self.shared.clone();
         let s = &mut *shared.borrow_mut();
-        let req = host::request_attrs(s.vm.connection_needs());
+        let mut req = host::request_attrs(s.vm.connection_needs());
+        if s.read_direction {
+            req.outbound = host::outbound_listener();
+        }
         let mut host = WasmHost {
             ctx: self,
             metrics: &mut s.metrics,
