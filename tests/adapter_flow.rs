@@ -166,6 +166,25 @@ impl Proxy {
         (ctx, v)
     }
 
+    /// An outbound request (the workload calling `host`) arrives on a sidecar's outbound listener.
+    fn outbound(&mut self, host: &str) -> (u32, Verdict) {
+        self.next_ctx += 1;
+        let ctx = self.next_ctx;
+        self.host.live.insert(ctx);
+        self.host.current = Some(ctx);
+        let req = RequestAttrs {
+            method: "GET".into(),
+            path: "/data".into(),
+            host: host.into(),
+            scheme: "http".into(),
+            outbound: true,
+            ..Default::default()
+        };
+        let v = self.vm.on_request(&mut self.host, ctx, req);
+        self.host.current = None;
+        (ctx, v)
+    }
+
     /// A call response reaches the root context.
     fn respond(&mut self, token: u32, status: Option<u32>, body: &[u8]) {
         self.host.current = None;
@@ -395,4 +414,137 @@ fn paused_requests_are_bounded() {
     );
     assert_eq!(p.host.metrics.get("meshgate.denied.jwks_unavailable"), 1);
     assert_eq!(p.vm.waiting(), MAX_WAITING);
+}
+
+// ---------------------------------------------------------------------------------------------
+// egress: outbound requests paused for a target's token
+
+const TOKEN_PATH: &str = "/realms/myrealm/protocol/openid-connect/token";
+
+fn egress_config(extra: Value) -> Value {
+    let mut t = json!({"name": "backend", "hosts": ["backend"], "clientId": "frontend",
+        "clientSecret": "frontend-secret", "timeout": "2s",
+        "tokenEndpoint": format!("{BASE}/myrealm/protocol/openid-connect/token")});
+    for (k, v) in extra.as_object().unwrap() {
+        t[k] = v.clone();
+    }
+    json!({"jwtRules": [{"issuer": format!("{BASE}/a")}], "egress": [t]})
+}
+
+fn token_response(token: &str) -> Vec<u8> {
+    json!({"access_token": token, "token_type": "Bearer", "expires_in": 300})
+        .to_string()
+        .into_bytes()
+}
+
+fn authorization(events: &[Event]) -> Option<String> {
+    match events {
+        [Event::Forwarded(f), Event::Resumed] => f
+            .set_headers
+            .iter()
+            .find(|(n, _)| &**n == "authorization")
+            .map(|(_, v)| v.to_string()),
+        other => panic!("expected forwarded and resumed, got {other:?}"),
+    }
+}
+
+#[test]
+fn outbound_requests_wait_for_the_token_and_only_for_it() {
+    let mut p = Proxy::new(egress_config(json!({})));
+    assert_eq!(
+        p.host.sent.len(),
+        2,
+        "discovery for the rule, token for the target"
+    );
+    let waiting: Vec<u32> = (0..10).map(|_| p.outbound("backend").0).collect();
+    assert_eq!(p.vm.waiting(), 10);
+    assert_eq!(p.host.ticks_soon, 0, "the token call is already in flight");
+    // The JWT rule's discovery fails: it settles keys, not the token.
+    let (t, _) = p.host.call_to("/realms/a/.well-known");
+    p.respond(t, Some(500), b"");
+    assert_eq!(p.vm.waiting(), 10);
+    let (t, call) = p.host.call_to(TOKEN_PATH);
+    assert_eq!(
+        call.body.as_deref(),
+        Some(&b"grant_type=client_credentials"[..])
+    );
+    p.host.now = T0 + 300;
+    p.respond(t, Some(200), &token_response("tok-1"));
+    for ctx in waiting {
+        assert_eq!(
+            authorization(p.host.events(ctx)).as_deref(),
+            Some("Bearer tok-1")
+        );
+    }
+    assert_eq!(p.vm.waiting(), 0);
+    assert_eq!(p.host.metrics.get("meshgate.egress.backend.waited"), 10);
+    assert_eq!(p.host.metrics.get("meshgate.egress.backend.injected"), 10);
+    assert_eq!(p.host.metrics.get("meshgate.egress.backend.fetch_ok"), 1);
+    // Later requests do not pause.
+    let (ctx, v) = p.outbound("backend");
+    assert_eq!(v, Verdict::Continue);
+    assert!(matches!(p.host.events(ctx), [Event::Forwarded(_)]));
+    // Not a target: forwarded untouched, no token.
+    let (ctx, v) = p.outbound("elsewhere");
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(p.host.events(ctx), &[Event::Forwarded(Forward::default())]);
+    assert!(p.host.stray.is_empty());
+}
+
+#[test]
+fn outbound_wait_ends_at_the_targets_timeout_with_on_error() {
+    for (on_error, want) in [("deny", 503), ("allow", 200)] {
+        let mut p = Proxy::new(egress_config(json!({"onError": on_error})));
+        let (ctx, v) = p.outbound("backend");
+        assert_eq!(v, Verdict::Pause);
+        p.tick(T0 + 1_999);
+        assert_eq!(p.host.events(ctx), &[], "still within its 2 s");
+        p.tick(T0 + 2_000);
+        match want {
+            503 => {
+                assert_eq!(
+                    p.host.events(ctx),
+                    &[Event::Replied(503, "meshgate egress: no access token for target \"backend\": the token endpoint did not answer within 2000 ms".into())]
+                );
+                assert_eq!(p.host.metrics.get("meshgate.egress.backend.denied"), 1);
+            }
+            _ => {
+                assert_eq!(
+                    authorization(p.host.events(ctx)),
+                    None,
+                    "forwarded without a token"
+                );
+                assert_eq!(p.host.metrics.get("meshgate.egress.backend.no_token"), 1);
+            }
+        }
+        assert_eq!(p.vm.waiting(), 0);
+        assert_eq!(p.host.metrics.get("meshgate.denied.jwks_unavailable"), 0);
+    }
+}
+
+#[test]
+fn a_refused_token_call_answers_the_waiting_request_at_once() {
+    let mut p = Proxy::refusing(
+        egress_config(json!({"cluster": "no-such-cluster"})),
+        &["no-such-cluster"],
+    );
+    assert_eq!(
+        p.host.metrics.get("meshgate.egress.backend.fetch_failed"),
+        1
+    );
+    // In backoff: answered without waiting.
+    let (ctx, v) = p.outbound("backend");
+    assert_eq!(v, Verdict::Pause);
+    assert_eq!(
+        p.host.events(ctx),
+        &[Event::Replied(503, "meshgate egress: no access token for target \"backend\": the call could not be sent (no such cluster?)".into())]
+    );
+    // After the backoff the request starts a fetch, sent from the root, refused again.
+    p.host.now = T0 + 1_500;
+    let (ctx, _) = p.outbound("backend");
+    assert_eq!(p.host.events(ctx), &[]);
+    assert_eq!(p.host.ticks_soon, 1);
+    p.tick(T0 + 1_501);
+    assert!(matches!(p.host.events(ctx), [Event::Replied(503, _)]));
+    assert_eq!(p.host.metrics.get("meshgate.egress.backend.denied"), 2);
 }
