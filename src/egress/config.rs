@@ -326,7 +326,7 @@ fn compile_target(
     if !(refresh_at > 0.0 && refresh_at < 1.0) {
         err(
             "refreshAt",
-            format!("{refresh_at}: must be a fraction of the token lifetime, greater than 0 and less than 1"),
+            "must be a fraction of the token lifetime, greater than 0 and less than 1".into(),
         );
     }
     let timeout = match &t.timeout {
@@ -576,11 +576,11 @@ mod tests {
             ),
             (
                 json!({"refreshAt": 1.0}),
-                "egress[0].refreshAt: 1: must be a fraction",
+                "egress[0].refreshAt: must be a fraction",
             ),
             (
                 json!({"refreshAt": 0}),
-                "egress[0].refreshAt: 0: must be a fraction",
+                "egress[0].refreshAt: must be a fraction",
             ),
             (
                 json!({"timeout": "0s"}),

@@ -374,14 +374,15 @@ fn parse_token_response(body: &[u8], sent_at_ms: u64, refresh_at: f64) -> Result
     let expires_at_ms = match doc.get("expires_in") {
         Some(v) => {
             let secs = match v {
-                Value::Number(n) => n.as_f64(),
+                Value::Number(n) => n
+                    .as_u64()
+                    .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
                 // Some servers send it as a string.
-                Value::String(s) => s.trim().parse::<f64>().ok(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
                 _ => None,
             }
-            .filter(|s| s.is_finite() && *s >= 0.0)
             .ok_or("expires_in is not a number of seconds")?;
-            let lifetime = ((secs * 1000.0) as u64).min(MAX_LIFETIME_MS);
+            let lifetime = secs.saturating_mul(1000).min(MAX_LIFETIME_MS);
             sent_at_ms.saturating_add(lifetime)
         }
         None => {
