@@ -108,7 +108,7 @@ pub fn give_up(
             let reason = if tokens.in_flight(i) {
                 format!(
                     "the token endpoint did not answer within {} ms",
-                    t.timeout.as_millis()
+                    t.timeout.as_millis() as u64
                 )
             } else {
                 tokens

@@ -364,12 +364,10 @@ fn parse_token_response(body: &[u8], sent_at_ms: u64, refresh_at: f64) -> Result
     match doc.get("token_type") {
         None => {}
         Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
-        Some(other) => {
-            return Err(format!(
-                "token_type {} is not Bearer",
-                truncate(&other.to_string())
-            ))
+        Some(Value::String(t)) => {
+            return Err(format!("token_type {:?} is not Bearer", truncate(t)))
         }
+        Some(_) => return Err("token_type is not a string".into()),
     }
     let expires_at_ms = match doc.get("expires_in") {
         Some(v) => {
@@ -414,10 +412,16 @@ fn jwt_exp(token: &str) -> Option<u64> {
         .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
-/// `: <error>: <error_description>` of an RFC 6749 §5.2 error body, bounded and printable.
+/// ` <error>: <error_description>` of an RFC 6749 §5.2 error body, or `: <first line>` of a short
+/// text body (Envoy's own answers: `upstream request timeout`), bounded and printable.
 fn oauth_error(body: &[u8]) -> String {
     let Ok(doc) = serde_json::from_slice::<Value>(body) else {
-        return String::new();
+        return match std::str::from_utf8(body).map(|t| t.lines().next().unwrap_or("").trim()) {
+            Ok(line) if !line.is_empty() && line.len() <= MAX_ERROR_TEXT => {
+                format!(": {}", truncate(line))
+            }
+            _ => String::new(),
+        };
     };
     let field = |k: &str| doc.get(k).and_then(Value::as_str).map(truncate);
     match (field("error"), field("error_description")) {

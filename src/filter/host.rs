@@ -70,17 +70,25 @@ pub fn request_attrs(needs: ConnectionNeeds) -> RequestAttrs {
     req
 }
 
-/// Envoy's `listener_direction` (config.core.v3.TrafficDirection as an int64): 2 is OUTBOUND.
-/// Istio sets it on every listener it generates: INBOUND on a sidecar's inbound listeners,
-/// OUTBOUND on its outbound listeners and on every gateway listener.
+/// `config.core.v3.TrafficDirection::OUTBOUND`. Istio sets the direction on every listener it
+/// generates: INBOUND on a sidecar's inbound listeners, OUTBOUND on its outbound listeners and on
+/// every gateway listener.
 const LISTENER_DIRECTION_OUTBOUND: i64 = 2;
 
-/// Whether the current request arrived on an OUTBOUND listener (false when the property is
-/// missing or UNSPECIFIED). One host call; made only when `egress` is configured.
-pub fn outbound_listener() -> bool {
-    let Some(bytes) = hostcalls::get_property(vec!["listener_direction"])
+/// A property under its current name (`xds.*`, Envoy 1.40) or, when that is not found, under the
+/// name older Envoys used.
+fn property_either(current: &[&str], older: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(current.to_vec())
         .ok()
         .flatten()
+        .or_else(|| hostcalls::get_property(older.to_vec()).ok().flatten())
+}
+
+/// Whether the current request arrived on an OUTBOUND listener (false when the direction is
+/// missing or UNSPECIFIED). Envoy exposes it to request contexts only (not at configure time),
+/// so this is one host call per request — made only when `egress` is configured.
+pub fn outbound_listener() -> bool {
+    let Some(bytes) = property_either(&["xds", "listener_direction"], &["listener_direction"])
     else {
         return false;
     };
@@ -93,7 +101,8 @@ pub fn outbound_listener() -> bool {
 /// Whether this proxy is an Istio gateway: its node id is `router~<ip>~<pod>.<ns>~<domain>`
 /// (sidecars have `sidecar~...`). Read once, at configure time.
 pub fn is_gateway() -> bool {
-    property_string(&["node", "id"]).is_some_and(|id| id.starts_with("router~"))
+    property_either(&["xds", "node", "id"], &["node", "id"])
+        .is_some_and(|id| id.starts_with(b"router~"))
 }
 
 pub fn apply_forward(fwd: &Forward) {

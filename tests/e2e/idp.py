@@ -50,6 +50,12 @@ Test-control endpoints (development only; no authentication; loopback only):
         max 60) | slow_error500 (500 after `delay` s) | reset (connection closed, no response) | huge (a valid
         JWKS padded to 10 MB) | many_keys / many_keys_last (the realm's keys before / after 1,000 extra keys) | garbage (200 application/json with a non-JSON body) | notfound (404)
         | weak_rsa (normal, plus an RSA key of 1024 bits and one with the exponent 2^33+1)
+  POST /_admin/token-mode?realm=R&mode=M[&delay=S][&lifespan=N]   the token endpoint (every grant):
+        M = normal | error500 (500 {"error": "unknown_error"}) | reset (connection closed, no response) |
+        slow (normal after `delay` s, default 5, max 60) | garbage (200 application/json, non-JSON body).
+        lifespan=N (seconds, 1..86400; 0 = back to the default) sets `expires_in` and `exp` of
+        client_credentials tokens, for refresh tests. Without it the lifespan is the client's
+        `access.token.lifespan` attribute, else the realm's accessTokenLifespan (as Keycloak does).
   POST /_admin/mint   JSON body, all optional:
         realm          "myrealm" (default: the realm of --realm-file)
         user           "alice" (default) - Keycloak claims for that user, as the `password` grant builds them
@@ -289,6 +295,9 @@ class Realm:
         self.hmac_kid = str(uuid.uuid4())
         self.jwks_mode = "normal"
         self.jwks_delay = 5.0
+        self.token_mode = "normal"
+        self.token_delay = 5.0
+        self.token_lifespan: int | None = None
 
     # -- keys ---------------------------------------------------------------------------------------------
     def find_key(self, kid: str) -> Key | None:
@@ -461,10 +470,21 @@ class Realm:
                 out.append(o)
         return sorted(set(out)) or None
 
+    def client_lifespan(self, client: dict) -> int:
+        """Access-token lifespan for a client-credentials token: the test override, else the client's
+        `access.token.lifespan` attribute, else the realm's (Keycloak's precedence)."""
+        if self.token_lifespan:
+            return self.token_lifespan
+        attr = (client.get("attributes") or {}).get("access.token.lifespan")
+        try:
+            return int(attr) if attr and int(attr) > 0 else self.access_lifespan
+        except ValueError:
+            return self.access_lifespan
+
     # -- token construction -------------------------------------------------------------------------------
     def access_claims(self, client: dict, user: dict | None, scope: list[str], sid: str | None,
                       service_account: bool, auth_time: int | None = None, client_address: str = "127.0.0.1",
-                      acr: str = "1") -> dict:
+                      acr: str = "1", lifespan: int | None = None) -> dict:
         now = int(time.time())
         if service_account:
             user = self.service_account_user(client["clientId"])
@@ -473,7 +493,7 @@ class Realm:
         resource_access = {c: {"roles": rs} for c, rs in client_roles.items()}
         if not client.get("fullScopeAllowed", True):
             realm_roles, resource_access = [], {}
-        claims: dict[str, Any] = {"exp": now + self.access_lifespan, "iat": now}
+        claims: dict[str, Any] = {"exp": now + (lifespan or self.access_lifespan), "iat": now}
         if auth_time is not None:
             claims["auth_time"] = auth_time
         claims["jti"] = str(uuid.uuid4())
@@ -923,6 +943,22 @@ class Handler(BaseHTTPRequestHandler):
     # ---- token endpoint ---------------------------------------------------------------------------------
     def _token(self, realm: Realm) -> None:
         form = self._form()
+        mode = realm.token_mode
+        if mode == "slow":
+            time.sleep(max(0.0, min(realm.token_delay, 60.0)))
+        elif mode == "error500":
+            self._json(500, {"error": "unknown_error"})
+            return
+        elif mode == "garbage":
+            self._send(200, b'{"access_token": this is not json', "application/json")
+            return
+        elif mode == "reset":
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         grant = form.get("grant_type")
         if not grant:
             raise OAuthError(400, "invalid_request", "Missing form parameter: grant_type")
@@ -941,8 +977,10 @@ class Handler(BaseHTTPRequestHandler):
             err, scope = realm.resolve_scope(client, form.get("scope"))
             if err:
                 raise OAuthError(400, "invalid_scope", err)
-            claims = realm.access_claims(client, None, scope, None, True, client_address=client_address)
-            self._json(200, {"access_token": realm.sign(claims), "expires_in": realm.access_lifespan,
+            lifespan = realm.client_lifespan(client)
+            claims = realm.access_claims(client, None, scope, None, True, client_address=client_address,
+                                         lifespan=lifespan)
+            self._json(200, {"access_token": realm.sign(claims), "expires_in": lifespan,
                              "refresh_expires_in": 0, "token_type": "Bearer", "not-before-policy": 0,
                              "scope": claims["scope"]})
             return
@@ -1253,6 +1291,22 @@ class Handler(BaseHTTPRequestHandler):
                 if "delay" in q:
                     r.jwks_delay = max(0.0, min(float(q["delay"]), 60.0))
             self._json(200, {"realm": r.name, "mode": mode, "delay": r.jwks_delay})
+        elif what == "token-mode" and method == "POST":
+            r = self._admin_realm(q)
+            mode = q.get("mode", "normal")
+            if mode not in ("normal", "error500", "reset", "slow", "garbage"):
+                raise OAuthError(400, "invalid_request", f"unknown token mode {mode!r}")
+            with r.lock:
+                r.token_mode = mode
+                if "delay" in q:
+                    r.token_delay = max(0.0, min(float(q["delay"]), 60.0))
+                if "lifespan" in q:
+                    n = int(q["lifespan"])
+                    if not 0 <= n <= 86400:
+                        raise OAuthError(400, "invalid_request", "lifespan must be 0..86400")
+                    r.token_lifespan = n or None
+            self._json(200, {"realm": r.name, "mode": mode, "delay": r.token_delay,
+                             "lifespan": r.token_lifespan})
         elif what == "mint" and method == "POST":
             try:
                 spec = json.loads(body or b"{}")

@@ -134,19 +134,39 @@ def _phase(wp: Mapping[str, Any]) -> str:
     return phase
 
 
+# Listener classes (istio pilot/pkg/networking ListenerClass) and the WasmPlugin `match.mode` that selects
+# each (pilot/pkg/model/extensions.go workloadModeForListenerClass): gateway listeners count as CLIENT.
+LISTENER_CLASS_MODE = {"SIDECAR_INBOUND": "SERVER", "SIDECAR_OUTBOUND": "CLIENT", "GATEWAY": "CLIENT"}
+
+
+def selects(wasmplugin: Mapping[str, Any], listener_class: str) -> bool:
+    """Whether istiod puts this WasmPlugin on a listener of `listener_class` (extensions.go matchMode; ports
+    are not modelled): no `match` selects every listener; else some entry's mode must be CLIENT_AND_SERVER,
+    UNDEFINED or the class's mode."""
+    matches = (wasmplugin.get("spec", {}) or {}).get("match") or []
+    if not matches:
+        return True
+    want = LISTENER_CLASS_MODE[listener_class]
+    return any((m.get("mode") or "CLIENT_AND_SERVER") in ("CLIENT_AND_SERVER", "UNDEFINED", want) for m in matches)
+
+
 def assemble_http_filters(
     wasmplugins: Iterable[Mapping[str, Any]] = (),
     wasm_path: str | Mapping[str, str] = "",
     jwt_authn: Sequence[dict] = (),
     rbac: Sequence[dict] = (),
+    listener_class: str | None = None,
 ) -> list[dict]:
     """Istio's HTTP filter order for an inbound sidecar chain.
 
     wasm_path: one module path for all plugins, or {"<ns>.<name>": path}. jwt_authn / rbac: native filter
-    dicts (as rendered for RequestAuthentication / AuthorizationPolicy) placed where istiod puts them."""
+    dicts (as rendered for RequestAuthentication / AuthorizationPolicy) placed where istiod puts them.
+    listener_class ("SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"): keep only the WasmPlugins whose
+    `match` selects it (None: all, as before)."""
     by_phase: dict[str, list[Mapping[str, Any]]] = {p: [] for p in PHASES}
     for wp in wasmplugins:
-        by_phase[_phase(wp)].append(wp)
+        if listener_class is None or selects(wp, listener_class):
+            by_phase[_phase(wp)].append(wp)
 
     def ordered(phase: str) -> list[dict]:
         items = sorted(
@@ -200,11 +220,14 @@ def render_bootstrap(
     extra_clusters: Sequence[dict] = (),
     node_id: str = "sidecar~127.0.0.1~echo-0.default~default.svc.cluster.local",
     hcm_overrides: Mapping[str, Any] | None = None,
+    traffic_direction: str = "INBOUND",
+    listener_name: str = "virtualInbound",
 ) -> dict:
     """A complete static Envoy bootstrap: admin on 127.0.0.1:admin_port, one listener on
     listen_address:listen_port with the given HTTP filters (the router must be last; it is appended if
     missing), route everything to `inbound|8080||` -> 127.0.0.1:backend_port, plus one STATIC cluster per
-    `clusters` entry (name -> (host, port))."""
+    `clusters` entry (name -> (host, port)). The listener carries `traffic_direction` as istiod sets it
+    (INBOUND on a sidecar's inbound listeners, OUTBOUND on its outbound listeners and on gateways)."""
     filters = list(http_filters)
     if not filters or filters[-1].get("name") != "envoy.filters.http.router":
         filters.append(ROUTER_FILTER)
@@ -254,8 +277,9 @@ def render_bootstrap(
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(admin_port)}}},
         "static_resources": {
             "listeners": [{
-                "name": "virtualInbound",
+                "name": listener_name,
                 "address": {"socket_address": {"address": listen_address, "port_value": int(listen_port)}},
+                "traffic_direction": traffic_direction,
                 "filter_chains": [{
                     "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
                 }],
@@ -285,3 +309,77 @@ def render_wasmplugin_envoy(
     plugins = [wasmplugin] if isinstance(wasmplugin, Mapping) else list(wasmplugin)
     filters = assemble_http_filters(plugins, wasm_path, jwt_authn=jwt_authn, rbac=rbac)
     return render_bootstrap(filters, listen_port, admin_port, backend_port, clusters, **bootstrap_kwargs)
+
+
+def outbound_domains(hostname: str, port: int) -> list[str]:
+    """The domains istiod gives a Service's outbound virtual host for a caller in the same namespace
+    (`backend`, `backend.demo`, `backend.demo.svc`, the FQDN; each also with `:port`)."""
+    parts = hostname.split(".")
+    names = [hostname]
+    if len(parts) >= 5 and parts[2] == "svc":  # name.ns.svc.cluster.local
+        names += [parts[0], ".".join(parts[:2]), ".".join(parts[:3])]
+    out = []
+    for n in names:
+        out += [n, f"{n}:{port}"]
+    return out
+
+
+def render_sidecar_outbound(
+    wasmplugins: Sequence[Mapping[str, Any]],
+    wasm_path: str | Mapping[str, str],
+    listen_port: int,
+    admin_port: int,
+    services: Mapping[str, tuple[int, tuple[str, int]]],
+    clusters: Mapping[str, tuple[str, int]] | None = None,
+    *,
+    service_port: int = 80,
+    node_id: str = "sidecar~127.0.0.1~frontend-0.demo~demo.svc.cluster.local",
+    node_cluster: str = "frontend.demo",
+    access_log_path: str | None = None,
+) -> dict:
+    """A sidecar's outbound HTTP listener as istiod renders it for port `service_port` (name
+    `0.0.0.0_<port>`, traffic_direction OUTBOUND, HCM stat_prefix `outbound_0.0.0.0_<port>`, route
+    config `<port>` with one virtual host per Service), with the WasmPlugins that select CLIENT mode.
+
+    services: {"backend.demo.svc.cluster.local": (80, ("127.0.0.1", backend_sidecar_port))} -> virtual
+    host with `outbound_domains`, routed to cluster `outbound|80||backend.demo.svc.cluster.local`, a STATIC
+    cluster to the given address (the backend's sidecar on loopback). Other hosts get Envoy's 404."""
+    filters = assemble_http_filters(wasmplugins, wasm_path, listener_class="SIDECAR_OUTBOUND")
+    vhosts = []
+    all_clusters = dict(clusters or {})
+    for hostname, (port, addr) in services.items():
+        cluster = f"outbound|{port}||{hostname}"
+        all_clusters[cluster] = addr
+        vhosts.append({"name": f"{hostname}:{port}", "domains": outbound_domains(hostname, port),
+                       "routes": [{"name": "default", "match": {"prefix": "/"},
+                                   "route": {"cluster": cluster, "timeout": "0s"}}]})
+    route_config = {"name": str(service_port), "validate_clusters": False, "virtual_hosts": vhosts}
+    cfg = render_bootstrap(filters, listen_port, admin_port, 9, all_clusters, access_log_path=access_log_path,
+                           node_id=node_id, traffic_direction="OUTBOUND", listener_name=f"0.0.0.0_{service_port}",
+                           hcm_overrides={"stat_prefix": f"outbound_0.0.0.0_{service_port}",
+                                          "route_config": route_config})
+    # No inbound cluster on an outbound-only proxy.
+    cfg["static_resources"]["clusters"] = [c for c in cfg["static_resources"]["clusters"]
+                                           if c["name"] != INBOUND_CLUSTER]
+    cfg["node"]["cluster"] = node_cluster
+    return cfg
+
+
+def render_gateway(
+    wasmplugins: Sequence[Mapping[str, Any]],
+    wasm_path: str | Mapping[str, str],
+    listen_port: int,
+    admin_port: int,
+    backend_port: int,
+    clusters: Mapping[str, tuple[str, int]] | None = None,
+    *,
+    node_id: str = "router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local",
+    access_log_path: str | None = None,
+) -> dict:
+    """An ingress gateway's HTTP listener as istiod renders it (gateway.go buildGatewayListener):
+    traffic_direction OUTBOUND, node type `router`, the WasmPlugins that select the GATEWAY class (CLIENT
+    mode), use_remote_address true; routes everything to the backend."""
+    filters = assemble_http_filters(wasmplugins, wasm_path, listener_class="GATEWAY")
+    return render_bootstrap(filters, listen_port, admin_port, backend_port, clusters, access_log_path=access_log_path,
+                            node_id=node_id, traffic_direction="OUTBOUND", listener_name="0.0.0.0_8080",
+                            hcm_overrides={"stat_prefix": "outbound_0.0.0.0_8080", "use_remote_address": True})
