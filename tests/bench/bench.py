@@ -17,6 +17,11 @@ One run, one machine, configurations interleaved:
   6 meshgate_wasm   meshgate with crypto: wasm (RS256 verified inside the Wasm VM)  unique tokens
   7 wasm_floor      reference: the smallest proxy-wasm filter (tests/e2e/probe_wasm.py: one counter
                     increment and one added header per request), the fixed cost of any Wasm filter
+  8 egress_meshgate outbound (a sidecar's OUTBOUND listener): meshgate `egress` injects a cached
+                    client-credentials token (client `frontend`, from the dev IdP)        no token sent
+  9 egress_native   the same with Envoy's credential_injector + OAuth2 client-credentials source
+                    (envoy.http.injected_credentials.oauth2) against the same IdP          no token sent
+  (the ratio egress_meshgate / egress_native; `none` is the no-filter row for both)
 
 Policy (both sides): jwtRules issuer + audience my-backend-client; ALLOW GET when
 request.auth.claims[iss|aud|email] match (istio/meshgate/wasmplugin-backend.yaml). Tokens are RS256
@@ -103,6 +108,25 @@ CONFIGS = {
     "meshgate_unique": ("meshgate, crypto auto (host), unique tokens (cache misses)", "unique", "native"),
     "meshgate_wasm": ("meshgate, crypto wasm, unique tokens (in-wasm RS256)", "unique", "native"),
     "wasm_floor": ("minimal proxy-wasm filter (probe_wasm.py), no authentication", "same", None),
+    "egress_meshgate": ("meshgate egress, outbound, cached client-credentials token injected", "none",
+                        "egress_native"),
+    "egress_native": ("Envoy credential_injector (OAuth2 client credentials), outbound, token injected", "none",
+                      None),
+}
+
+EGRESS_CONFIGS = ("egress_meshgate", "egress_native")
+TOKEN_URL = f"{ISSUER}/protocol/openid-connect/token"
+ECHO_CLUSTER = "outbound|80||echo.bench.svc.cluster.local"
+# Outbound requests: the route answers itself, except /__headers, which goes to the echo backend so the
+# precheck can see the Authorization header the proxy injected.
+EGRESS_ROUTES = {
+    "name": "80",
+    "virtual_hosts": [{
+        "name": "bench",
+        "domains": ["*"],
+        "routes": [{"match": {"prefix": "/__headers"}, "route": {"cluster": ECHO_CLUSTER, "timeout": "0s"}},
+                   {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}],
+    }],
 }
 
 
@@ -196,7 +220,46 @@ def tamper(token: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Envoy configurations
 # --------------------------------------------------------------------------------------------------
-def bootstrap(name: str, jwks: str, wasm: str, probe_wasm: str = "") -> dict:
+def egress_bootstrap(name: str, wasm: str, idp_port: int, echo_port: int) -> dict:
+    """A sidecar's outbound listener (traffic_direction OUTBOUND) with token injection for every request."""
+    clusters = {harness.KEYCLOAK_CLUSTER: ("127.0.0.1", idp_port), ECHO_CLUSTER: ("127.0.0.1", echo_port)}
+    extra: dict = {}
+    if name == "egress_meshgate":
+        cfg = {"egress": [{"name": "bench", "hosts": ["127.0.0.1"], "tokenEndpoint": TOKEN_URL,
+                           "clientId": "frontend", "clientSecret": "frontend-secret"}]}
+        plugins = [{"metadata": {"name": "meshgate", "namespace": "demo"},
+                    "spec": {"pluginName": "meshgate", "phase": "AUTHN", "failStrategy": "FAIL_CLOSE",
+                             "match": [{"mode": "CLIENT"}], "pluginConfig": cfg}}]
+        filters = render.assemble_http_filters(plugins, wasm, listener_class="SIDECAR_OUTBOUND")
+    else:
+        filters = [{
+            "name": "envoy.filters.http.credential_injector",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+                "overwrite": False,
+                "credential": {
+                    "name": "envoy.http.injected_credentials.oauth2",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.oauth2.v3.OAuth2",
+                        "token_endpoint": {"uri": TOKEN_URL, "cluster": harness.KEYCLOAK_CLUSTER, "timeout": "5s"},
+                        "client_credentials": {"client_id": "frontend", "client_secret": {"name": "frontend-secret"}},
+                    },
+                },
+            },
+        }]
+        extra = {"secrets": [{"name": "frontend-secret",
+                              "generic_secret": {"secret": {"inline_string": "frontend-secret"}}}]}
+    cfg = render.render_bootstrap(filters, 0, 0, 9, clusters, traffic_direction="OUTBOUND",
+                                  listener_name="0.0.0.0_80",
+                                  node_id="sidecar~127.0.0.1~frontend-0.demo~demo.svc.cluster.local",
+                                  hcm_overrides={"stat_prefix": "outbound_0.0.0.0_80", "route_config": EGRESS_ROUTES})
+    cfg["static_resources"].update(extra)
+    return cfg
+
+
+def bootstrap(name: str, jwks: str, wasm: str, probe_wasm: str = "", idp_port: int = 0, echo_port: int = 0) -> dict:
+    if name.split("@")[0] in EGRESS_CONFIGS:
+        return egress_bootstrap(name.split("@")[0], wasm, idp_port, echo_port)
     jwt_authn: list[dict] = []
     rbac: list[dict] = []
     plugins: list[dict] = []
@@ -283,6 +346,22 @@ def precheck(name: str, env: harness.EnvoyProcess, mat: dict) -> list[str]:
         if r.status_code != want:
             problems.append(f"{desc}: want {want}, got {r.status_code} {r.text[:120]!r}")
 
+    if name.split("@")[0] in EGRESS_CONFIGS:
+        # The injected token is the frontend service account's, as the IdP issued it.
+        try:
+            r = harness.wait_until(lambda: (x := env.request("GET", "/__headers")).status_code == 200 and x,
+                                   timeout=15, desc="a token injected")
+        except TimeoutError as e:
+            return [f"no 200 with an injected token: {e}"]
+        auth = r.json()["headers"].get("authorization", "")
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(auth.split(".")[1] + "=="))
+        except (IndexError, ValueError):
+            return [f"injected Authorization is not a Bearer JWT: {auth[:20]!r}"]
+        if not auth.startswith("Bearer ") or payload.get("azp") != "frontend":
+            problems.append(f"injected token: azp {payload.get('azp')!r}")
+        expect("no token sent", 200)
+        return problems
     for t in (pool[0], pool[len(pool) // 2], pool[-1]):
         expect("valid token", 200, token=t)
     if name in ("none", "wasm_floor"):
@@ -303,6 +382,10 @@ def filter_counters(name: str, env: harness.EnvoyProcess) -> dict:
                 "jwt_allowed": s.get("http.inbound.jwt_authn.allowed", 0)}
     if name.startswith("wasm_floor"):
         return {"allowed": s.get("wasmcustom.probe_requests", 0)}
+    if name.startswith("egress_meshgate"):
+        return {"allowed": s.get("wasmcustom.meshgate.egress.bench.injected", 0)}
+    if name.startswith("egress_native"):
+        return {"allowed": s.get("http.outbound_0.0.0.0_80.credential_injector.injected", 0)}
     return {"allowed": s.get("http.inbound.downstream_rq_2xx", 0)}
 
 
@@ -388,7 +471,7 @@ def main() -> int:
             names.append(f"{n}@{vname}")
             wasm_of[f"{n}@{vname}"] = Path(vpath).resolve()
     for n in names:
-        if n.startswith("meshgate") and not wasm_of[n].is_file():
+        if n.startswith(("meshgate", "egress_meshgate")) and not wasm_of[n].is_file():
             log(f"{wasm_of[n]} missing: run `make build`")
             return 2
     ncpu = os.cpu_count() or 1
@@ -399,20 +482,29 @@ def main() -> int:
     mat = make_material(Path(args.cache_dir), args.pool)
     work = Path(args.cache_dir) / f"run-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
-    files = {"same": work / "same.txt", "unique": work / "unique.txt"}
+    files = {"same": work / "same.txt", "unique": work / "unique.txt", "none": work / "none.txt"}
     files["same"].write_text(mat["pool"][0] + "\n")
     files["unique"].write_text("\n".join(mat["pool"]) + "\n")
+    files["none"].write_text("-\n")
     import probe_wasm
 
     probe = probe_wasm.write_probe_wasm(str(work / "probe.wasm"))
 
     envs: dict[str, harness.EnvoyProcess] = {}
+    helpers: list = []
+    idp_port = echo_port = 0
     rc = 0
     try:
+        if any(n.split("@")[0] in EGRESS_CONFIGS for n in names):
+            # The token endpoint (dev IdP) and the echo backend the egress prechecks read headers from.
+            helpers.append(harness.start_idp(workdir=work / "idp"))
+            helpers.append(harness.start_echo(workdir=work / "echo"))
+            idp_port, echo_port = helpers[0].port, helpers[1].port
         log(f"starting {len(names)} Envoys ...")
         t0 = time.monotonic()
         with cf.ThreadPoolExecutor(len(names)) as ex:
-            futs = {n: ex.submit(harness.start_envoy, bootstrap(n, mat["jwks"], str(wasm_of[n]), probe), log_level="info",
+            futs = {n: ex.submit(harness.start_envoy, bootstrap(n, mat["jwks"], str(wasm_of[n]), probe, idp_port,
+                                                                 echo_port), log_level="info",
                                  component_log_level=None, workdir=work, timeout=180) for n in names}
             failed = None
             for n, f in futs.items():
@@ -485,6 +577,8 @@ def main() -> int:
     finally:
         for e in envs.values():
             e.stop()
+        for h in helpers:
+            h.stop()
 
     # ---- summary -------------------------------------------------------------------------------
     for n in names:

@@ -1,6 +1,7 @@
 -- wrk script for tests/bench/bench.py: GET <path> with "Authorization: Bearer <token>", cycling
 -- through a pool of tokens (one per line). Every configuration runs this same script; a
--- same-token run simply gets a pool of one.
+-- same-token run simply gets a pool of one, and a pool whose only line is "-" sends no
+-- Authorization header (the outbound configurations: the proxy injects it).
 --
 --   wrk -t1 -c32 -d10s -s pool.lua http://127.0.0.1:PORT/data -- TOKEN_FILE [START_OFFSET]
 --
@@ -14,7 +15,10 @@ local i = 0
 function init(args)
    local f = assert(io.open(args[1], "r"))
    for line in f:lines() do
-      if #line > 0 then
+      if line == "-" then
+         n = n + 1
+         tokens[n] = false
+      elseif #line > 0 then
          n = n + 1
          tokens[n] = "Bearer " .. line
       end
@@ -26,6 +30,9 @@ end
 
 function request()
    i = i % n + 1
+   if not tokens[i] then
+      return wrk.format(nil, nil)
+   end
    return wrk.format(nil, nil, { ["Authorization"] = tokens[i] })
 end
 
