@@ -133,6 +133,8 @@ def configured_vms(env: harness.EnvoyProcess) -> int:
 
 
 def test_frontend_reaches_backend_with_no_token_in_its_code(mesh, idp, idp_tokens):
+    """The reference scenario: `curl http://backend/data` from the frontend pod gets 200, with the frontend
+    service account's token injected by its sidecar; one token for many requests."""
     front = mesh(frontend_plugin())
     # The backend itself refuses a caller without a token (the policy needs the service account).
     direct = requests.get(mesh.backend.url("/data"), headers={"Host": "backend"}, timeout=10)
@@ -345,3 +347,94 @@ def test_missing_secret_env_refuses_to_load(envoy_factory, meshgate_wasm, idp, k
         envoy_factory(cfg, timeout=20)
     assert ('invalid configuration: egress[0].clientSecretEnv: environment variable "FRONTEND_CLIENT_SECRET" is not '
             'set in the Wasm VM (WasmPlugin spec.vmConfig.env)') in str(e.value)
+
+
+# ---- the WasmPlugins of istio/, verbatim, frontend sidecar -> backend sidecar over Istio-style mTLS --------
+def _mtls_material(tmp_path) -> dict[str, str]:
+    """A mesh CA and SPIFFE workload certificates as istiod issues them (URI SAN spiffe://<td>/ns/<ns>/sa/<sa>)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode()  # noqa: E731
+    out = {"ca": pem(ca)}
+    for sa in ("backend", "frontend", "other"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca_name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(f"spiffe://cluster.local/ns/demo/sa/{sa}")]), critical=True)
+                .sign(ca_key, hashes.SHA256()))
+        out[sa] = pem(cert)
+        out[f"{sa}-key"] = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()).decode()
+    return out
+
+
+def _tls_context(m: dict, sa: str) -> dict:
+    return {"tls_certificates": [{"certificate_chain": {"inline_string": m[sa]},
+                                  "private_key": {"inline_string": m[f"{sa}-key"]}}],
+            "validation_context": {"trusted_ca": {"inline_string": m["ca"]}}}
+
+
+def test_istio_manifests_frontend_calls_backend_over_mtls(envoy_factory, meshgate_wasm, echo, idp, idp_tokens,
+                                                         keycloak_clusters, tmp_path):
+    """istio/'s WasmPlugins verbatim: demo/frontend-egress on the frontend's outbound listener (client secret
+    from the VM environment, as vmConfig.env valueFrom HOST passes it), demo/meshgate on the backend's inbound
+    listener, Istio mTLS between them. The backend's policy frontend-service-account needs the token's azp and
+    client_id and the caller's SPIFFE identity: the frontend gets 200 with no token of its own; the same token
+    from another workload identity gets 403."""
+    from test_istio_manifests import find, kustomize_build
+
+    docs = kustomize_build()
+    frontend_wp = find(docs, "WasmPlugin", "frontend-egress", "demo")
+    backend_wp = find(docs, "WasmPlugin", "meshgate", "demo")
+    env_var = frontend_wp["spec"]["vmConfig"]["env"][0]
+    assert env_var == {"name": SECRET_ENV, "valueFrom": "HOST"}
+    m = _mtls_material(tmp_path)
+
+    backend_cfg = render.render_wasmplugin_envoy(backend_wp, meshgate_wasm, 0, 0, echo.port, keycloak_clusters)
+    chain = backend_cfg["static_resources"]["listeners"][0]["filter_chains"][0]
+    chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True, "common_tls_context": _tls_context(m, "backend")}}
+    backend = envoy_factory(backend_cfg)
+
+    def frontend(sa: str) -> harness.EnvoyProcess:
+        cfg = render.render_sidecar_outbound([frontend_wp, backend_wp], meshgate_wasm, 0, 0,
+                                             {BACKEND_HOST: (80, ("127.0.0.1", backend.listen_port))},
+                                             keycloak_clusters)
+        cluster = next(c for c in cfg["static_resources"]["clusters"] if c["name"] == f"outbound|80||{BACKEND_HOST}")
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": f"outbound_.80_._.{BACKEND_HOST}", "common_tls_context": _tls_context(m, sa)}}
+        vm_env = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+            "http_filters"][0]["typed_config"]["config"]["vm_config"]["environment_variables"]
+        assert vm_env == {"host_env_keys": [SECRET_ENV]}
+        return envoy_factory(cfg, env={SECRET_ENV: SECRET})
+
+    front = frontend("frontend")
+    r = harness.wait_until(lambda: (x := get(front)).status_code == 200 and x, timeout=15, desc="200 over mTLS")
+    seen = r.json()["headers"]
+    assert "authorization" not in seen, "the backend's jwtRule consumes the token (forwardOriginalToken false)"
+    assert seen["x-forwarded-client-cert"].startswith("By=spiffe://cluster.local/ns/demo/sa/backend;Hash="), seen
+    allowed = "wasmcustom.meshgate.policy.frontend-service-account.allowed"
+    assert backend.stats(allowed)[allowed] >= 1, "allowed by the frontend's policy (azp, client_id, principal)"
+    assert counters(front)["injected"] >= 1
+    # The same kind of token from another workload identity: the policy's principal does not match.
+    other = frontend("other")
+    # (a 403 Response is falsy: wait for a list holding it)
+    (r,) = harness.wait_until(lambda: (x := get(other)).status_code != 503 and [x], timeout=15, desc="an answer")
+    assert (r.status_code, r.text) == (403, "RBAC: access denied")

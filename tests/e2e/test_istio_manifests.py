@@ -162,6 +162,16 @@ def jwks_cluster(rule: dict) -> str:
     return f"outbound|{port}||{u.hostname.lower()}"
 
 
+def egress_cluster(target: dict) -> str:
+    """The Envoy cluster meshgate sends an egress target's token requests to: `cluster` if set, else
+    `outbound|<port>||<host>` of tokenEndpoint."""
+    if target.get("cluster"):
+        return target["cluster"]
+    u = urlsplit(target["tokenEndpoint"])
+    port = u.port or {"http": 80, "https": 443}[u.scheme]
+    return f"outbound|{port}||{u.hostname.lower()}"
+
+
 def wasmplugins(docs: Iterable[dict]) -> list[dict]:
     return by_kind(docs, "WasmPlugin")
 
@@ -355,8 +365,10 @@ EXPECTED_BASE = {
     ("Secret", "keycloak", "keycloak-admin"), ("Deployment", "keycloak", "keycloak"), ("Service", "keycloak", "keycloak"),
     ("ServiceAccount", "demo", "backend"), ("Deployment", "demo", "backend"), ("Service", "demo", "backend"),
     ("ServiceAccount", "demo", "frontend"), ("Deployment", "demo", "frontend"), ("Service", "demo", "frontend"),
+    ("Secret", "demo", "frontend-client"),
     ("Gateway", "demo", "demo-gateway"), ("VirtualService", "demo", "demo"),
     ("WasmPlugin", "demo", "meshgate"), ("WasmPlugin", "istio-system", "meshgate-gateway"),
+    ("WasmPlugin", "demo", "frontend-egress"),
 }
 
 
@@ -377,7 +389,8 @@ def test_external_keycloak_overlay_builds_without_in_cluster_keycloak():
     assert ("DestinationRule", "istio-system", "keycloak-external") in keys
     assert not any(k[1] == "keycloak" for k in keys), keys
     assert {k for k in keys if k[0] == "WasmPlugin"} == {("WasmPlugin", "demo", "meshgate"),
-                                                        ("WasmPlugin", "istio-system", "meshgate-gateway")}
+                                                        ("WasmPlugin", "istio-system", "meshgate-gateway"),
+                                                        ("WasmPlugin", "demo", "frontend-egress")}
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -495,7 +508,9 @@ def _images(docs: Iterable[dict]) -> list[str]:
     out = []
     for d in docs:
         pod = (d.get("spec") or {}).get("template", {}).get("spec", {})
-        out += [c["image"] for c in pod.get("containers", []) + pod.get("initContainers", [])]
+        # `istio-proxy` with `image: auto` customizes the injected sidecar (Istio fills in its own image).
+        out += [c["image"] for c in pod.get("containers", []) + pod.get("initContainers", [])
+                if not (c["name"] == "istio-proxy" and c["image"] == "auto")]
     return out
 
 
@@ -595,7 +610,12 @@ def test_wasmplugins_select_workloads_and_reach_their_key_server(build):
         else:
             assert any(selects(labels, pod_labels(d)) for d in by_kind(docs, "Deployment")
                        if d["metadata"]["namespace"] == ns), key(wp)
-        for rule in spec["pluginConfig"]["jwtRules"]:
+        for target in spec["pluginConfig"].get("egress", []):
+            cluster = egress_cluster(target)
+            assert cluster in clusters, f"{key(wp)}: meshgate calls {cluster!r}; Istio creates {sorted(clusters)}"
+            if build == "base":
+                assert cluster == KEYCLOAK_CLUSTER
+        for rule in spec["pluginConfig"].get("jwtRules", []):
             cluster = jwks_cluster(rule)
             assert cluster in clusters, f"{key(wp)}: meshgate calls {cluster!r}; Istio creates {sorted(clusters)}"
             if build == "base":
@@ -641,6 +661,18 @@ def test_keycloak_issues_the_in_cluster_issuer():
     assert "outbound|80||keycloak.keycloak.svc.cluster.local" in service_clusters(docs)
 
 
+# The frontend's service-account token, only from the frontend workload (its sidecar injects the token).
+FRONTEND_POLICY = {
+    "name": "frontend-service-account",
+    "action": "ALLOW",
+    "rules": [{
+        "from": [{"source": {"principals": ["cluster.local/ns/demo/sa/frontend"]}}],
+        "to": [{"operation": {"methods": ["GET"]}}],
+        "when": [{"key": "request.auth.claims[azp]", "values": ["frontend"]},
+                 {"key": "request.auth.claims[client_id]", "values": ["frontend"]}],
+    }],
+}
+
 REFERENCE_POLICY = {
     "name": "reference-policy",
     "action": "ALLOW",
@@ -663,7 +695,7 @@ def test_backend_wasmplugin_is_the_reference_policy():
     assert spec["match"] == [{"mode": "SERVER"}]
     assert spec["pluginConfig"] == {
         "jwtRules": [{"issuer": ISSUER, "jwksUri": JWKS_URI, "audiences": ["my-backend-client"]}],
-        "policies": [REFERENCE_POLICY],
+        "policies": [REFERENCE_POLICY, FRONTEND_POLICY],
     }
 
 
@@ -698,6 +730,11 @@ def test_external_overlay_is_consistent():
     clusters = service_clusters(docs)
     dr = find(docs, "DestinationRule", "keycloak-external", "istio-system")
     for wp in wasmplugins(docs):
+        for target in wp["spec"]["pluginConfig"].get("egress", []):
+            assert target["tokenEndpoint"].startswith(issuer + "/")
+            assert egress_cluster(target) == "outbound|80||keycloak.example.com", "TLS origination on port 80"
+        if "jwtRules" not in wp["spec"]["pluginConfig"]:
+            continue
         (rule,) = wp["spec"]["pluginConfig"]["jwtRules"]
         assert rule["issuer"] == issuer and rule["jwksUri"].startswith(issuer + "/")
         cluster = jwks_cluster(rule)
@@ -818,13 +855,16 @@ def test_release_overlay_applies_the_image_component(tmp_path):
 # the filter accepts every pluginConfig (rendered as istiod renders it, loaded by Envoy)
 # ----------------------------------------------------------------------------------------------------------
 def _all_wasmplugins() -> list[tuple[str, dict]]:
+    """The inbound/gateway WasmPlugins (jwtRules). The frontend's egress-only plugin is loaded and exercised
+    by tests/e2e/test_egress.py::test_istio_frontend_wasmplugin_injects_the_token."""
     out = []
     for build, path in sorted(BUILDS.items()):
         try:
             docs = kustomize_build(path)
         except BaseException:  # reported by the build tests; keep collection alive
             continue
-        out += [(f"{build}:{wp['metadata']['namespace']}.{wp['metadata']['name']}", wp) for wp in wasmplugins(docs)]
+        out += [(f"{build}:{wp['metadata']['namespace']}.{wp['metadata']['name']}", wp) for wp in wasmplugins(docs)
+                if "jwtRules" in wp["spec"]["pluginConfig"]]
     return out
 
 
