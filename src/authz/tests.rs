@@ -693,10 +693,15 @@ fn reference_policy_yaml_shape_round_trips() {
             docs.len()
         )
     };
-    let from_yaml = doc.value["spec"]["pluginConfig"]["policies"].clone();
+    let policies = doc.value["spec"]["pluginConfig"]["policies"].clone();
+    let from_yaml = Value::Array(vec![policies[0].clone()]);
     let mut want: Value = serde_json::from_str(REFERENCE).unwrap();
     want[0]["name"] = Value::from("reference-policy");
     assert_eq!(from_yaml, want);
+    // The second ALLOW policy admits only the frontend's service account from the frontend's workload
+    // (issue "egress"); the decisions below are those of both policies together.
+    assert_eq!(policies[1]["name"], "frontend-service-account");
+    assert_eq!(policies.as_array().map(Vec::len), Some(2));
     // the issuer the policy requires is the one the plugin's jwtRule verifies
     assert_eq!(
         doc.value["spec"]["pluginConfig"]["jwtRules"][0]["issuer"],
@@ -704,7 +709,7 @@ fn reference_policy_yaml_shape_round_trips() {
     );
 
     let yaml = compile(
-        &serde_json::from_value::<Vec<PolicyConfig>>(from_yaml).unwrap(),
+        &serde_json::from_value::<Vec<PolicyConfig>>(policies).unwrap(),
         "policies",
     )
     .unwrap();
