@@ -3,6 +3,7 @@
 //! back to the engine under the call's [`CallId`].
 
 use crate::jwks::FetchId;
+use crate::sso::SsoCall;
 use std::fmt;
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ pub enum CallId {
     Keys(FetchId),
     /// Discovery or token call of an egress target.
     Egress(crate::egress::FetchId),
+    /// Single sign-on: the provider's discovery document, or a token-endpoint call (code
+    /// exchange or refresh) of one login/refresh flow.
+    Sso(SsoCall),
 }
 
 impl CallId {
@@ -21,6 +25,8 @@ impl CallId {
         match self {
             CallId::Keys(f) => WaitKey::Keys(f.rule),
             CallId::Egress(f) => WaitKey::EgressToken(f.target),
+            CallId::Sso(SsoCall::Discovery) => WaitKey::SsoDiscovery,
+            CallId::Sso(SsoCall::Token(flow)) => WaitKey::SsoFlow(flow),
         }
     }
 }
@@ -44,6 +50,11 @@ pub enum WaitKey {
     Keys(usize),
     /// The token of egress target `n` (discovery, then the token call).
     EgressToken(usize),
+    /// The single sign-on provider's endpoints (OIDC discovery).
+    SsoDiscovery,
+    /// A token-endpoint call of one SSO flow: a code exchange, or a refresh that requests
+    /// carrying the same session share.
+    SsoFlow(u64),
 }
 
 /// Token calls carry the client secret (Basic header or form body): `Debug` shows neither.

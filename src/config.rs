@@ -49,6 +49,8 @@ pub struct PluginConfig {
     /// Outbound targets that get a client-credentials token (see `egress`).
     #[serde(default)]
     pub egress: Vec<crate::egress::EgressTargetConfig>,
+    /// Browser single sign-on (`src/sso/`).
+    pub oidc: Option<crate::sso::config::OidcConfig>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -196,12 +198,22 @@ pub struct Settings {
     pub any_required: bool,
     /// Compiled `egress` targets (empty: no outbound stage).
     pub egress: Vec<crate::egress::EgressTarget>,
+    pub oidc: Option<Rc<crate::sso::config::OidcSettings>>,
 }
 
 impl Settings {
     /// Parses and compiles the plugin configuration bytes. An empty configuration is valid
     /// (no rules, no policies: every request passes) — the same as an empty Istio policy set.
     pub fn from_json(bytes: &[u8]) -> Result<Settings, Vec<ConfigError>> {
+        Settings::from_json_with_env(bytes, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Settings::from_json`] with the environment lookup for `*Env` fields (the Wasm VM's
+    /// `vmConfig.env`; tests pass their own).
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: crate::egress::config::EnvLookup<'_>,
+    ) -> Result<Settings, Vec<ConfigError>> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| vec![ConfigError::new("", "configuration is not UTF-8")])?;
         let config: PluginConfig = if text.trim().is_empty() {
@@ -214,11 +226,18 @@ impl Settings {
                 )]
             })?
         };
-        compile(&config)
+        compile_with_env(&config, env)
     }
 }
 
 pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
+    compile_with_env(config, &|name| std::env::var(name).ok())
+}
+
+pub fn compile_with_env(
+    config: &PluginConfig,
+    env: crate::egress::config::EnvLookup<'_>,
+) -> Result<Settings, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut rules = Vec::new();
     for (i, rule) in config.jwt_rules.iter().enumerate() {
@@ -246,15 +265,11 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
             None
         }
     };
-    let egress = crate::egress::config::compile(
-        &config.egress,
-        "egress",
-        &crate::egress::config::process_env,
-    )
-    .unwrap_or_else(|mut e| {
-        errors.append(&mut e);
-        Vec::new()
-    });
+    let egress =
+        crate::egress::config::compile(&config.egress, "egress", env).unwrap_or_else(|mut e| {
+            errors.append(&mut e);
+            Vec::new()
+        });
     let token_cache_size = config.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
     if token_cache_size > MAX_TOKEN_CACHE_SIZE {
         errors.push(ConfigError::new(
@@ -262,6 +277,18 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
             format!("must be at most {MAX_TOKEN_CACHE_SIZE}"),
         ));
     }
+    let oidc = match &config.oidc {
+        Some(o) if errors.is_empty() => {
+            match crate::sso::config::compile(o, &rules, &config.jwt_rules, env) {
+                Ok(s) => Some(Rc::new(s)),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let (Some(policies), true) = (policies, errors.is_empty()) else {
         return Err(errors);
     };
@@ -292,6 +319,7 @@ pub fn compile(config: &PluginConfig) -> Result<Settings, Vec<ConfigError>> {
             debug_headers: config.debug_headers,
         },
         egress,
+        oidc,
     })
 }
 

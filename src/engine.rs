@@ -14,6 +14,8 @@ use crate::jwt::verify::{check_claims, check_time, verify_signature, ClaimRules}
 use crate::jwt::{self, UntrustedJwt};
 use crate::metrics::{EgressEvent, Metric, MetricSink};
 use crate::request::RequestAttrs;
+use crate::sso::random::{HostRandom, Random};
+use crate::sso::{self, Continuation, Sso, Step as SsoStep};
 use crate::token_cache::{TokenCache, VerifiedToken};
 use serde_json::Value;
 use std::rc::Rc;
@@ -57,6 +59,15 @@ pub struct Forward {
     pub set_headers: Vec<(Rc<str>, Rc<str>)>,
     /// The verified token policies saw (first valid one); `identity.principal()` for logs.
     pub verified: Option<Rc<VerifiedToken>>,
+    /// Response headers to add when the upstream answers (`Set-Cookie` of a refreshed session).
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// Where a paused request stopped, kept by the runtime with the paused request and handed back
+/// when it runs again (opaque outside the engine).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RequestState {
+    sso: Option<Continuation>,
 }
 
 /// Outcome of one token.
@@ -73,25 +84,52 @@ pub struct Engine {
     pub cache: TokenCache,
     /// Tokens of the egress targets.
     pub tokens: TokenStore,
+    /// Browser single sign-on, when `oidc` is configured: a stage before the token checks.
+    pub sso: Option<Sso>,
+    random: Box<dyn Random>,
 }
 
 impl Engine {
+    /// An engine whose randomness comes from the host (`getrandom`: WASI `random_get`).
     pub fn new(settings: Rc<Settings>) -> Engine {
+        Engine::with_random(settings, Box::new(HostRandom))
+    }
+
+    /// An engine with its own random source (deterministic in tests).
+    pub fn with_random(settings: Rc<Settings>, random: Box<dyn Random>) -> Engine {
         let keys = KeyStore::new(&settings);
         let cache = TokenCache::new(settings.token_cache_size);
         let tokens = TokenStore::new(&settings.egress);
+        let sso = settings.oidc.clone().map(Sso::new);
         Engine {
             settings,
             keys,
             cache,
             tokens,
+            sso,
+            random,
         }
     }
 
-    /// Decides a request. `now_ms` is Unix time in milliseconds.
+    /// Decides a new request. `now_ms` is Unix time in milliseconds.
     pub fn on_request(
         &mut self,
         req: &RequestAttrs,
+        now_ms: u64,
+        crypto: &dyn SignatureBackend,
+        metrics: &mut dyn MetricSink,
+    ) -> Decision {
+        self.on_request_in(req, &mut RequestState::default(), now_ms, crypto, metrics)
+    }
+
+    /// Decides a request that may have been paused before: `state` is where it stopped, and is
+    /// updated when it must wait again. Single sign-on decides first; a request with a session
+    /// then goes through the token checks and policies as if it carried the session's access
+    /// token as `Authorization: Bearer`, which is also what the upstream receives.
+    pub fn on_request_in(
+        &mut self,
+        req: &RequestAttrs,
+        state: &mut RequestState,
         now_ms: u64,
         crypto: &dyn SignatureBackend,
         metrics: &mut dyn MetricSink,
@@ -100,6 +138,79 @@ impl Engine {
         if req.outbound && !self.settings.egress.is_empty() {
             return self.egress_request(req, now_ms, metrics);
         }
+        let step = match self.sso.as_mut() {
+            None => return self.decide(req, now_ms, crypto, metrics),
+            Some(sso) => {
+                let mut cx = sso::Ctx {
+                    keys: &mut self.keys,
+                    crypto,
+                    rng: &mut *self.random,
+                    now_ms,
+                    metrics: &mut *metrics,
+                };
+                sso.on_request(req, &mut state.sso, &mut cx)
+            }
+        };
+        match step {
+            SsoStep::Respond(reply) => Decision::Respond(reply),
+            SsoStep::Wait(wait) => Decision::Wait(wait),
+            SsoStep::Pass { cookie } => {
+                let mut d = self.decide(req, now_ms, crypto, metrics);
+                if let (Some(c), Decision::Forward(f)) = (cookie, &mut d) {
+                    set_cookie_header(f, c);
+                }
+                d
+            }
+            SsoStep::Session(pass) => {
+                let bearer: Rc<str> = format!("Bearer {}", pass.access_token).into();
+                let mut with_token = req.clone();
+                with_token.headers.retain(|(n, _)| n != "authorization");
+                with_token
+                    .headers
+                    .push(("authorization".into(), bearer.to_string()));
+                let mut d = self.decide(&with_token, now_ms, crypto, metrics);
+                let set_cookies = pass
+                    .set_cookies
+                    .into_iter()
+                    .map(|c| ("set-cookie".to_string(), c));
+                match &mut d {
+                    Decision::Forward(f) => {
+                        metrics.increment(Metric::Sso(crate::metrics::SsoEvent::SessionForwarded));
+                        // The session's token always reaches the upstream (that is what single
+                        // sign-on is for); forwardOriginalToken governs tokens clients send.
+                        f.remove_headers.retain(|h| h != "authorization");
+                        f.set_headers.retain(|(n, _)| &**n != "authorization");
+                        f.set_headers.push((Rc::from("authorization"), bearer));
+                        if let Some(c) = pass.cookie {
+                            set_cookie_header(f, c);
+                        }
+                        f.response_headers.extend(set_cookies);
+                    }
+                    Decision::Respond(r) => r.headers.extend(set_cookies),
+                    // Keys are being fetched: the request runs again, and finds a shared
+                    // refresh result again.
+                    Decision::Wait(_) => {}
+                }
+                d
+            }
+        }
+    }
+
+    /// A paused request ended (answered, or its client went away): drop what it held.
+    pub fn on_request_done(&mut self, state: &RequestState) {
+        if let (Some(sso), Some(c)) = (self.sso.as_mut(), &state.sso) {
+            sso.forget(c);
+        }
+    }
+
+    /// The token checks and policies.
+    fn decide(
+        &mut self,
+        req: &RequestAttrs,
+        now_ms: u64,
+        crypto: &dyn SignatureBackend,
+        metrics: &mut dyn MetricSink,
+    ) -> Decision {
         let settings = self.settings.clone();
         // Client-supplied copies of headers we set are stripped; only present ones cost a host call.
         let mut forward = Forward {
@@ -273,11 +384,17 @@ impl Engine {
         &mut self,
         req: &RequestAttrs,
         on: &[WaitKey],
+        state: &RequestState,
         metrics: &mut dyn MetricSink,
     ) -> Decision {
+        // Paused by single sign-on (discovery, code exchange, refresh, the ID token's keys).
+        if let (Some(sso), Some(cont)) = (self.sso.as_mut(), &state.sso) {
+            sso.forget(cont);
+            return Decision::Respond(sso.wait_expired(req, metrics));
+        }
         let egress_target = on.iter().find_map(|k| match k {
             WaitKey::EgressToken(i) => Some(*i),
-            WaitKey::Keys(_) => None,
+            _ => None,
         });
         match egress_target {
             Some(i) => {
@@ -374,6 +491,9 @@ impl Engine {
         if !self.settings.egress.is_empty() {
             calls.extend(self.tokens.due_fetches(now_ms));
         }
+        if let Some(sso) = self.sso.as_mut() {
+            calls.extend(sso.on_tick(now_ms));
+        }
         calls
     }
 
@@ -390,6 +510,12 @@ impl Engine {
             CallId::Keys(id) => id,
             CallId::Egress(id) => {
                 return self.on_egress_response(id, status, body, now_ms, metrics)
+            }
+            CallId::Sso(call) => {
+                return match self.sso.as_mut() {
+                    Some(sso) => sso.on_call_response(call, status, body, now_ms, metrics),
+                    None => Settled::default(),
+                }
             }
         };
         let outcome = self.keys.on_response(id, status, body, now_ms);
@@ -447,6 +573,10 @@ impl Engine {
                 self.keys.on_dispatch_failed(id, now_ms);
                 vec![WaitKey::Keys(id.rule)]
             }
+            CallId::Sso(call) => match self.sso.as_mut() {
+                Some(sso) => sso.on_dispatch_failed(call, now_ms, metrics),
+                None => Vec::new(),
+            },
             CallId::Egress(id) => {
                 let failure = self.tokens.on_dispatch_failed(id, now_ms);
                 self.count_egress_failure(id.target, &failure, metrics);
@@ -518,6 +648,15 @@ impl Engine {
     }
 }
 
+/// Forwards `cookie` as the request's Cookie header ("" removes it).
+fn set_cookie_header(f: &mut Forward, cookie: String) {
+    if cookie.is_empty() {
+        f.remove_headers.push("cookie".into());
+    } else {
+        f.set_headers.push((Rc::from("cookie"), Rc::from(cookie)));
+    }
+}
+
 /// Per dry-run policy: a matching DENY, or an ALLOW that matched nothing, would have denied.
 fn dry_run_would_deny(d: &DryRunOutcome) -> bool {
     match d.action {
@@ -527,7 +666,7 @@ fn dry_run_would_deny(d: &DryRunOutcome) -> bool {
     }
 }
 
-fn is_cors_preflight(req: &RequestAttrs) -> bool {
+pub(crate) fn is_cors_preflight(req: &RequestAttrs) -> bool {
     req.method == "OPTIONS"
         && req.header("origin").is_some()
         && req.header("access-control-request-method").is_some()

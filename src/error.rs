@@ -170,6 +170,92 @@ impl fmt::Display for AuthnError {
     }
 }
 
+/// Declares `SsoError` and `SsoError::ALL` from one list (metrics index counters by
+/// `variant as usize`, like `AuthnError`).
+macro_rules! sso_errors {
+    ($($(#[$attr:meta])* $name:ident,)*) => {
+        /// Why single sign-on answered a request itself instead of letting it through (issue
+        /// "sso"). Redirects (to the login page, after the callback, after logout) are not errors.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum SsoError {
+            $($(#[$attr])* $name,)*
+        }
+
+        impl SsoError {
+            /// Every variant, in declaration order.
+            pub const ALL: [SsoError; [$(stringify!($name)),*].len()] = [$(SsoError::$name),*];
+        }
+    };
+}
+
+sso_errors! {
+    /// A request without a session that is not a browser navigation (XHR, API, non-GET).
+    LoginRequired,
+    /// The callback lacks `state` or `code`, or names another issuer (`iss`, RFC 9207).
+    BadCallback,
+    /// No pending login for this `state` in this browser: no cookie, a tampered or foreign one,
+    /// or one older than the login timeout.
+    NoPendingLogin,
+    /// This `state` was already used for a code exchange.
+    Replayed,
+    /// The provider answered the authorization request with `error=`.
+    ProviderError,
+    /// The token endpoint refused the authorization code (`invalid_grant`, ...).
+    TokenRejected,
+    /// The ID token failed verification (signature, `iss`, `aud`, `nonce`, `exp`).
+    IdTokenInvalid,
+    /// Discovery or the token endpoint failed, timed out or answered garbage.
+    ProviderUnavailable,
+    /// The tokens do not fit in the session cookies.
+    SessionTooLarge,
+    /// The host gave no random bytes for `state`, `nonce` and the PKCE verifier.
+    NoRandomness,
+}
+
+impl SsoError {
+    pub fn status(self) -> u32 {
+        use SsoError::*;
+        match self {
+            ProviderUnavailable | SessionTooLarge | NoRandomness => 502,
+            LoginRequired | BadCallback | NoPendingLogin | Replayed | ProviderError
+            | TokenRejected | IdTokenInvalid => 401,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        use SsoError::*;
+        match self {
+            LoginRequired => "Authentication required: sign in with a browser or send a bearer token",
+            BadCallback => "Login failed: invalid callback",
+            NoPendingLogin => "Login failed: no login in progress for this state in this browser (expired, or started elsewhere); open the page again to sign in",
+            Replayed => "Login failed: this login response was already used",
+            ProviderError => "Login failed at the identity provider",
+            TokenRejected => "Login failed: the identity provider rejected the authorization code",
+            IdTokenInvalid => "Login failed: invalid ID token",
+            ProviderUnavailable => "Identity provider unavailable; try again later",
+            SessionTooLarge => "Login failed: the session does not fit in cookies",
+            NoRandomness => "Login unavailable: no random source",
+        }
+    }
+
+    /// Short stable name used in metric names and logs.
+    pub fn metric_name(self) -> &'static str {
+        use SsoError::*;
+        match self {
+            LoginRequired => "login_required",
+            BadCallback => "bad_callback",
+            NoPendingLogin => "no_pending_login",
+            Replayed => "replayed",
+            ProviderError => "provider_error",
+            TokenRejected => "token_rejected",
+            IdTokenInvalid => "id_token_invalid",
+            ProviderUnavailable => "provider_unavailable",
+            SessionTooLarge => "session_too_large",
+            NoRandomness => "no_randomness",
+        }
+    }
+}
+
 /// A local reply the filter sends instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -197,6 +283,12 @@ pub enum Denial {
         target: String,
         /// Why, in one line (never a secret or a token).
         reason: String,
+    },
+    /// Single sign-on answered the request (issue "sso"); `detail` is a short, non-secret
+    /// addition to the message (the provider's error code, which ID token check failed).
+    Sso {
+        error: SsoError,
+        detail: Option<String>,
     },
 }
 
@@ -274,6 +366,50 @@ impl Denial {
                 body: format!("meshgate egress: no access token for target {target:?}: {reason}"),
                 details: format!("meshgate_egress_no_token{{{target}}}"),
             },
+            Denial::Sso { error, detail } => {
+                let status = error.status();
+                let mut headers = Vec::with_capacity(3);
+                if status == 401 {
+                    let realm = truncate_chars(request_uri, 256).replace('"', "%22");
+                    headers.push((
+                        "www-authenticate".into(),
+                        format!("Bearer realm=\"{realm}\""),
+                    ));
+                }
+                headers.push(("content-type".into(), "text/plain".into()));
+                headers.push(("cache-control".into(), "no-store".into()));
+                let body = match detail {
+                    Some(d) => format!("{}: {d}", error.message()),
+                    None => error.message().to_string(),
+                };
+                Reply {
+                    status,
+                    headers,
+                    body,
+                    details: format!("sso_{}", error.metric_name()),
+                }
+            }
+        }
+    }
+}
+
+impl Reply {
+    /// A `302 Found` to `location` (a path on this host, or the provider's URL) that sets or
+    /// clears these cookies (`Set-Cookie` values). Never cached: it carries one-time state.
+    pub fn redirect(location: String, set_cookies: Vec<String>) -> Reply {
+        let mut headers = Vec::with_capacity(2 + set_cookies.len());
+        headers.push(("location".to_string(), location));
+        headers.push(("cache-control".to_string(), "no-store".to_string()));
+        headers.extend(
+            set_cookies
+                .into_iter()
+                .map(|c| ("set-cookie".to_string(), c)),
+        );
+        Reply {
+            status: 302,
+            headers,
+            body: String::new(),
+            details: "sso_redirect".into(),
         }
     }
 }
@@ -337,6 +473,58 @@ mod tests {
             "meshgate egress: no access token for target \"backend\": token endpoint answered HTTP 401 unauthorized_client"
         );
         assert!(r.headers.iter().all(|(n, _)| n != "www-authenticate"));
+    }
+
+    #[test]
+    fn sso_denials() {
+        let r = Denial::Sso {
+            error: SsoError::LoginRequired,
+            detail: None,
+        }
+        .to_reply("http://h/p", &ReplyOptions::default());
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.headers[0],
+            (
+                "www-authenticate".into(),
+                "Bearer realm=\"http://h/p\"".into()
+            )
+        );
+        assert_eq!(
+            r.body,
+            "Authentication required: sign in with a browser or send a bearer token"
+        );
+        assert_eq!(r.details, "sso_login_required");
+        let r = Denial::Sso {
+            error: SsoError::ProviderError,
+            detail: Some("access_denied".into()),
+        }
+        .to_reply("u", &ReplyOptions::default());
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (401, "Login failed at the identity provider: access_denied")
+        );
+        let r = Denial::Sso {
+            error: SsoError::ProviderUnavailable,
+            detail: None,
+        }
+        .to_reply("u", &ReplyOptions::default());
+        assert_eq!(r.status, 502);
+        assert!(r.headers.iter().all(|(n, _)| n != "www-authenticate"));
+        let names: std::collections::BTreeSet<_> =
+            SsoError::ALL.iter().map(|e| e.metric_name()).collect();
+        assert_eq!(names.len(), SsoError::ALL.len());
+    }
+
+    #[test]
+    fn redirect_sets_every_cookie() {
+        let r = Reply::redirect("/after".into(), vec!["a=1".into(), "b=2".into()]);
+        assert_eq!(r.status, 302);
+        assert_eq!(r.headers[0], ("location".into(), "/after".into()));
+        assert_eq!(
+            r.headers.iter().filter(|(n, _)| n == "set-cookie").count(),
+            2
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod request;
+pub mod sso;
 pub mod token_cache;
 pub mod vm;
 

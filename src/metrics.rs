@@ -1,8 +1,49 @@
 //! Metric names. The core reports events through `MetricSink`; the adapter maps names to
 //! proxy-wasm counters (Envoy shows them as `wasmcustom.meshgate.*`).
 
-use crate::error::AuthnError;
+use crate::error::{AuthnError, SsoError};
 use std::borrow::Cow;
+
+/// Declares `SsoEvent`, `SsoEvent::ALL` and the metric names from one list.
+macro_rules! sso_events {
+    ($($(#[$attr:meta])* $name:ident => $metric:literal,)*) => {
+        /// Single sign-on events that are not denials (those are [`Metric::SsoDenied`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum SsoEvent {
+            $($(#[$attr])* $name,)*
+        }
+
+        impl SsoEvent {
+            /// Every variant, in declaration order.
+            pub const ALL: [SsoEvent; [$(stringify!($name)),*].len()] = [$(SsoEvent::$name),*];
+
+            pub fn metric_name(self) -> &'static str {
+                match self {
+                    $(SsoEvent::$name => $metric,)*
+                }
+            }
+        }
+    };
+}
+
+sso_events! {
+    /// A browser without a session was sent to the provider's login page.
+    LoginStarted => "meshgate.sso.login_started",
+    /// A callback ended in a session (cookie set, redirect to the original path).
+    CallbackOk => "meshgate.sso.callback_ok",
+    /// A request carried session cookies that did not open (tampered, foreign key, expired).
+    SessionInvalid => "meshgate.sso.session_invalid",
+    /// A request was forwarded with the access token of its session.
+    SessionForwarded => "meshgate.sso.session_forwarded",
+    RefreshOk => "meshgate.sso.refresh_ok",
+    /// The provider refused the refresh token (session ended at the provider).
+    RefreshRejected => "meshgate.sso.refresh_rejected",
+    /// The token endpoint failed, timed out or answered garbage during a refresh.
+    RefreshFailed => "meshgate.sso.refresh_failed",
+    Logout => "meshgate.sso.logout",
+    DiscoveryOk => "meshgate.sso.discovery_ok",
+    DiscoveryFailed => "meshgate.sso.discovery_failed",
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric<'a> {
@@ -29,6 +70,10 @@ pub enum Metric<'a> {
     JwksKeyRejected,
     /// Per egress target (`egress[].name`).
     Egress(&'a str, EgressEvent),
+    /// Single sign-on event.
+    Sso(SsoEvent),
+    /// Single sign-on answered a request with an error, by reason.
+    SsoDenied(SsoError),
 }
 
 /// What happened for an egress target: `meshgate.egress.<target>.<event>`.
@@ -116,13 +161,19 @@ impl Metric<'_> {
             Metric::TokenCacheMiss => "meshgate.token_cache.miss".into(),
             Metric::JwksKeyRejected => "meshgate.jwks_key_rejected".into(),
             Metric::Egress(t, e) => format!("meshgate.egress.{}.{}", segment(t), e.name()).into(),
+            Metric::Sso(e) => e.metric_name().into(),
+            Metric::SsoDenied(e) => format!("meshgate.sso.denied.{}", e.metric_name()).into(),
         }
     }
 }
 
-/// Counters that exist once per VM: `Allowed`, the fetch, cache and key counters, and one per
-/// [`AuthnError`]. Hosts index them by [`Metric::slot`] instead of hashing names per request.
-pub const FIXED_SLOTS: usize = 6 + AuthnError::ALL.len();
+/// Counters that exist once per VM: `Allowed`, the fetch, cache and key counters, one per
+/// [`AuthnError`], [`SsoEvent`] and [`SsoError`]. Hosts index them by [`Metric::slot`] instead of
+/// hashing names per request.
+pub const FIXED_SLOTS: usize =
+    6 + AuthnError::ALL.len() + SsoEvent::ALL.len() + SsoError::ALL.len();
+const SSO_EVENT_SLOTS: usize = 6 + AuthnError::ALL.len();
+const SSO_DENIED_SLOTS: usize = SSO_EVENT_SLOTS + SsoEvent::ALL.len();
 /// Per-policy counter kinds.
 pub const POLICY_KINDS: usize = 5;
 /// Per-egress-target counter kinds.
@@ -147,6 +198,8 @@ impl<'a> Metric<'a> {
             Metric::TokenCacheMiss => Slot::Fixed(4),
             Metric::JwksKeyRejected => Slot::Fixed(5),
             Metric::Denied(e) => Slot::Fixed(6 + e as usize),
+            Metric::Sso(e) => Slot::Fixed(SSO_EVENT_SLOTS + e as usize),
+            Metric::SsoDenied(e) => Slot::Fixed(SSO_DENIED_SLOTS + e as usize),
             // Counted as `meshgate.denied.rbac_no_allow_match`: give it the last fixed slot.
             Metric::PolicyDenied(p) if p == crate::authz::NO_ALLOW_MATCH => {
                 Slot::Fixed(FIXED_SLOTS)
@@ -181,6 +234,8 @@ mod tests {
             Metric::PolicyDenied(crate::authz::NO_ALLOW_MATCH),
         ];
         fixed.extend(AuthnError::ALL.into_iter().map(Metric::Denied));
+        fixed.extend(SsoEvent::ALL.into_iter().map(Metric::Sso));
+        fixed.extend(SsoError::ALL.into_iter().map(Metric::SsoDenied));
         let mut seen = std::collections::BTreeMap::new();
         for m in fixed {
             let Slot::Fixed(i) = m.slot() else {
@@ -230,6 +285,14 @@ mod tests {
         assert_eq!(
             Metric::Egress("backend", EgressEvent::FetchRejected).name(),
             "meshgate.egress.backend.fetch_rejected"
+        );
+        assert_eq!(
+            Metric::SsoDenied(SsoError::NoPendingLogin).name(),
+            "meshgate.sso.denied.no_pending_login"
+        );
+        assert_eq!(
+            Metric::Sso(SsoEvent::RefreshOk).name(),
+            "meshgate.sso.refresh_ok"
         );
     }
 }

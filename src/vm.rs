@@ -11,7 +11,7 @@
 
 use crate::authz::ConnectionNeeds;
 use crate::calls::{CallId, HttpCall, WaitKey};
-use crate::engine::{Decision, Engine, Forward};
+use crate::engine::{Decision, Engine, Forward, RequestState};
 use crate::error::{AuthnError, Denial, Reply, ReplyOptions};
 use crate::jwt::crypto::SignatureBackend;
 use crate::metrics::{Metric, MetricSink};
@@ -55,6 +55,8 @@ struct Waiting {
     req: RequestAttrs,
     on: Vec<WaitKey>,
     deadline_ms: u64,
+    /// Where the engine stopped (e.g. a callback waiting for its code exchange).
+    state: RequestState,
 }
 
 /// Denials decided here, outside the engine, render with the defaults (no policy is involved).
@@ -72,6 +74,9 @@ pub struct Vm {
     /// Calls requests asked for, sent at the next root callback.
     queued: Vec<HttpCall>,
     tick_soon_asked: bool,
+    /// Response headers of forwarded requests, added when their response headers pass
+    /// (`Set-Cookie` of a refreshed session). Empty for almost every request.
+    response_headers: HashMap<u32, Vec<(String, String)>>,
 }
 
 impl Vm {
@@ -85,6 +90,7 @@ impl Vm {
             in_flight: HashMap::new(),
             queued: Vec::new(),
             tick_soon_asked: false,
+            response_headers: HashMap::new(),
         }
     }
 
@@ -112,7 +118,7 @@ impl Vm {
 
     /// A new request (its headers). Decides, or pauses it.
     pub fn on_request(&mut self, host: &mut dyn Host, ctx: u32, req: RequestAttrs) -> Verdict {
-        let verdict = self.run(host, ctx, req, false);
+        let verdict = self.run(host, ctx, req, RequestState::default(), false);
         if !self.queued.is_empty() && !self.tick_soon_asked {
             self.tick_soon_asked = true;
             host.tick_soon();
@@ -123,8 +129,23 @@ impl Vm {
     /// The request context ended (answered, or the client went away).
     pub fn on_done(&mut self, ctx: u32) {
         if !self.waiting.is_empty() {
-            self.waiting.remove(&ctx);
+            if let Some(w) = self.waiting.remove(&ctx) {
+                if let Some(engine) = self.engine.as_mut() {
+                    engine.on_request_done(&w.state);
+                }
+            }
         }
+        if !self.response_headers.is_empty() {
+            self.response_headers.remove(&ctx);
+        }
+    }
+
+    /// Headers to add to the response of request `ctx` (once; None for almost every request).
+    pub fn take_response_headers(&mut self, ctx: u32) -> Option<Vec<(String, String)>> {
+        if self.response_headers.is_empty() {
+            return None;
+        }
+        self.response_headers.remove(&ctx)
     }
 
     /// Root tick: send queued calls, answer requests whose wait ran out, start due fetches.
@@ -217,9 +238,10 @@ impl Vm {
                 self.waiting.remove(&id);
                 continue;
             }
-            if let Some(w) = self.waiting.get(&id) {
+            if let Some(w) = self.waiting.get_mut(&id) {
                 let req = w.req.clone();
-                self.run(host, id, req, true);
+                let state = std::mem::take(&mut w.state);
+                self.run(host, id, req, state, true);
             }
         }
     }
@@ -239,7 +261,7 @@ impl Vm {
             if let Some(w) = self.waiting.remove(&id) {
                 if host.enter(id) {
                     log::debug!("request waited its whole timeout for {:?}", w.on);
-                    self.give_up(host, &w.req, &w.on, true);
+                    self.give_up(host, &w.req, &w.on, &w.state, true);
                 }
             }
         }
@@ -252,10 +274,11 @@ impl Vm {
         host: &mut dyn Host,
         req: &RequestAttrs,
         on: &[WaitKey],
+        state: &RequestState,
         resumed: bool,
     ) -> Verdict {
         let decision = match self.engine.as_mut() {
-            Some(engine) => engine.on_wait_timeout(req, on, host.metrics()),
+            Some(engine) => engine.on_wait_timeout(req, on, state, host.metrics()),
             None => {
                 fail_closed(host, req);
                 return Verdict::Pause;
@@ -283,7 +306,14 @@ impl Vm {
 
     /// Runs the engine for the request of context `ctx` and applies the decision. `resumed`:
     /// the request was paused earlier and must be resumed or answered now.
-    fn run(&mut self, host: &mut dyn Host, ctx: u32, req: RequestAttrs, resumed: bool) -> Verdict {
+    fn run(
+        &mut self,
+        host: &mut dyn Host,
+        ctx: u32,
+        req: RequestAttrs,
+        mut state: RequestState,
+        resumed: bool,
+    ) -> Verdict {
         let now = host.now_ms();
         let Some(engine) = self.engine.as_mut() else {
             // Not configured: never silently allow.
@@ -291,10 +321,14 @@ impl Vm {
             fail_closed(host, &req);
             return Verdict::Pause;
         };
-        match engine.on_request(&req, now, self.crypto.as_ref(), host.metrics()) {
+        match engine.on_request_in(&req, &mut state, now, self.crypto.as_ref(), host.metrics()) {
             Decision::Forward(fwd) => {
                 if resumed {
                     self.waiting.remove(&ctx);
+                }
+                if !fwd.response_headers.is_empty() {
+                    self.response_headers
+                        .insert(ctx, fwd.response_headers.clone());
                 }
                 host.forward(&fwd);
                 if resumed {
@@ -313,9 +347,10 @@ impl Vm {
                     // Still waiting (for another resource, or a refetch): the first deadline holds.
                     w.on = wait.on;
                     w.req = req;
+                    w.state = state;
                 } else if self.waiting.len() >= MAX_WAITING {
                     log::warn!("{MAX_WAITING} requests already wait; not pausing this one");
-                    return self.give_up(host, &req, &wait.on, false);
+                    return self.give_up(host, &req, &wait.on, &state, false);
                 } else {
                     self.waiting.insert(
                         ctx,
@@ -323,6 +358,7 @@ impl Vm {
                             req,
                             on: wait.on,
                             deadline_ms: now.saturating_add(wait.timeout_ms),
+                            state,
                         },
                     );
                 }

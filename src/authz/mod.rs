@@ -30,7 +30,7 @@
 
 mod compile;
 mod config;
-mod matchers;
+pub(crate) mod matchers;
 mod rule;
 #[cfg(test)]
 mod tests;
