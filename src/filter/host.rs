@@ -2,9 +2,9 @@
 
 use crate::authz::ConnectionNeeds;
 use crate::engine::Forward;
-use crate::error::{AuthnError, Reply};
+use crate::error::{AuthnError, Reply, SsoError};
 use crate::metrics::{
-    EgressEvent, Metric, MetricSink, Slot, EGRESS_KINDS, FIXED_SLOTS, POLICY_KINDS,
+    EgressEvent, Metric, MetricSink, Slot, SsoEvent, EGRESS_KINDS, FIXED_SLOTS, POLICY_KINDS,
 };
 use crate::request::RequestAttrs;
 use foldhash::fast::FixedState;
@@ -118,6 +118,12 @@ pub fn apply_forward(fwd: &Forward) {
     }
 }
 
+pub fn add_response_header(name: &str, value: &str) {
+    if let Err(e) = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value) {
+        log::warn!("cannot add response header {name}: {e:?}");
+    }
+}
+
 pub fn resume() {
     if let Err(e) = hostcalls::resume_http_request() {
         log::warn!("cannot resume request: {e:?}");
@@ -195,8 +201,9 @@ impl HostMetrics {
         *cached
     }
 
-    /// Defines the fixed counters up front so they show up as 0 before the first event.
-    pub fn register_static(&mut self) {
+    /// Defines the fixed counters up front so they show up as 0 before the first event (the
+    /// single sign-on ones only when it is configured).
+    pub fn register_static(&mut self, sso: bool) {
         let fixed = [
             Metric::Allowed,
             Metric::JwksFetchOk,
@@ -209,6 +216,15 @@ impl HostMetrics {
             .chain(AuthnError::ALL.into_iter().map(Metric::Denied))
         {
             self.id(m);
+        }
+        if sso {
+            for m in SsoEvent::ALL
+                .into_iter()
+                .map(Metric::Sso)
+                .chain(SsoError::ALL.into_iter().map(Metric::SsoDenied))
+            {
+                self.id(m);
+            }
         }
     }
 

@@ -193,10 +193,14 @@ impl RootContext for Root {
             log::warn!("egress is configured but this proxy is an Istio gateway: egress runs only on sidecar outbound listeners and is ignored here");
         }
         log::info!(
-            "configured {} jwtRules, {} policies, {} egress targets; signature verification: {}",
+            "configured {} jwtRules, {} policies, {} egress targets{}; signature verification: {}",
             settings.rules.len(),
             settings.policies.names().count(),
             settings.egress.len(),
+            match &settings.oidc {
+                Some(o) => format!(", single sign-on for client {:?}", o.client_id),
+                None => String::new(),
+            },
             if host_crypto {
                 "host (BoringSSL)"
             } else {
@@ -214,7 +218,7 @@ impl RootContext for Root {
         }
         let shared = self.shared.clone();
         let s = &mut *shared.borrow_mut();
-        s.metrics.register_static();
+        s.metrics.register_static(settings.oidc.is_some());
         s.metrics
             .register_egress(settings.egress.iter().map(|t| t.name.as_str()));
         s.read_direction = read_direction;
@@ -279,5 +283,17 @@ impl HttpContext for Request {
             Verdict::Continue => Action::Continue,
             Verdict::Pause => Action::Pause,
         }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Only a request forwarded with a refreshed session has headers waiting here.
+        let headers = match self.shared.try_borrow_mut() {
+            Ok(mut s) => s.vm.take_response_headers(self.id),
+            Err(_) => None,
+        };
+        for (name, value) in headers.into_iter().flatten() {
+            host::add_response_header(&name, &value);
+        }
+        Action::Continue
     }
 }
