@@ -163,8 +163,15 @@ impl Engine {
             }
             SsoStep::Session(pass) => {
                 let bearer: Rc<str> = format!("Bearer {}", pass.access_token).into();
+                // What the token checks and policies see is what the upstream will get: the
+                // session's token, and the cookies without ours.
                 let mut with_token = req.clone();
-                with_token.headers.retain(|(n, _)| n != "authorization");
+                with_token
+                    .headers
+                    .retain(|(n, _)| n != "authorization" && n != "cookie");
+                if let Some(c) = pass.cookie.as_ref().filter(|c| !c.is_empty()) {
+                    with_token.headers.push(("cookie".into(), c.clone()));
+                }
                 with_token
                     .headers
                     .push(("authorization".into(), bearer.to_string()));

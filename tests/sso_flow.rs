@@ -1266,6 +1266,12 @@ fn cookie_key_rotation_and_session_lifetime() {
     rotated.host.now = T0 + 3_600_000;
     let ctx = rotated.send(page("/", &jar));
     assert_eq!(rotated.outcome(ctx).status(), 302);
+    // The same in the VM that sealed (and remembers) it, at the default 8 h.
+    let ctx = g.send(page("/", &jar));
+    assert_eq!(g.outcome(ctx).status(), 200, "remembered session");
+    g.host.now = T0 + 8 * 3_600_000;
+    let ctx = g.send(xhr("GET", "/api", &jar));
+    assert_eq!(g.outcome(ctx).status(), 401);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use super::session::{
     read_session_cookies, session_purpose, session_set_cookies, set_cookie, strip_own_cookies,
     PendingLogin, Session,
 };
+use super::session_cache::SessionCache;
 use super::token_response::{self, TokenOutcome, Tokens};
 use super::SsoCall;
 use crate::calls::{CallId, HttpCall, WaitKey};
@@ -146,6 +147,7 @@ pub struct Sso {
     /// `state` → Unix second until which its reuse is refused.
     used_states: HashMap<String, u64>,
     next_flow: u64,
+    sessions: SessionCache,
 }
 
 /// The inputs of one decision that live outside single sign-on.
@@ -172,6 +174,7 @@ impl Sso {
             refreshing: HashMap::new(),
             used_states: HashMap::new(),
             next_flow: 1,
+            sessions: SessionCache::default(),
         }
     }
 
@@ -233,20 +236,33 @@ impl Sso {
     }
 
     /// The session in a cookie value, if it opens, parses and has not outlived
-    /// `sessionLifetime`.
-    fn open_session(&self, value: &str, now: u64) -> Option<Session> {
+    /// `sessionLifetime`. Opened values are remembered (the same browser sends the same value
+    /// until the session changes).
+    fn open_session(&mut self, value: &str, now: u64) -> Option<Rc<Session>> {
+        let live = |s: &Session| s.created.saturating_add(self.cfg.session_lifetime_secs) > now;
+        if let Some(s) = self.sessions.get(value) {
+            if live(&s) {
+                return Some(s);
+            }
+            self.sessions.remove(value);
+            return None;
+        }
         let plain = self
             .cfg
             .cookie_keys
             .open(&session_purpose(&self.cfg.cookie_name), value)?;
-        let s = Session::decode(&plain)?;
-        (s.created.saturating_add(self.cfg.session_lifetime_secs) > now).then_some(s)
+        let s = Rc::new(Session::decode(&plain)?);
+        if !live(&s) {
+            return None;
+        }
+        self.sessions.insert(value, s.clone());
+        Some(s)
     }
 
     fn with_session(
         &mut self,
         req: &RequestAttrs,
-        s: Session,
+        s: Rc<Session>,
         present: &[String],
         cookie: Option<String>,
         cont: &mut Option<Continuation>,
@@ -262,7 +278,7 @@ impl Sso {
             })
         };
         if s.access_exp > now.saturating_add(cfg.refresh_before_secs) {
-            return pass(s.access_token, cookie, Vec::new());
+            return pass(s.access_token.clone(), cookie, Vec::new());
         }
         let refresh = s
             .refresh_token
@@ -270,7 +286,7 @@ impl Sso {
             .filter(|_| s.refresh_exp == 0 || s.refresh_exp > now);
         let Some(refresh) = refresh else {
             if s.access_exp > now {
-                return pass(s.access_token, cookie, Vec::new());
+                return pass(s.access_token.clone(), cookie, Vec::new());
             }
             log::debug!("session's access token expired and it has no usable refresh token");
             let clear = clear_session_cookies(&cfg.cookie_name, present, cfg.cookie_secure);
@@ -281,7 +297,7 @@ impl Sso {
         if let Some(id) = existing {
             match self.flows.get(&id).map(|f| f.result.clone()) {
                 Some(Some((outcome, _))) => {
-                    return self.refreshed(req, s, present, cookie, outcome, cont, cx)
+                    return self.refreshed(req, &s, present, cookie, outcome, cont, cx)
                 }
                 Some(None) => {
                     *cont = Some(Continuation::Refresh);
@@ -300,13 +316,13 @@ impl Sso {
             }
             Lookup::Unavailable => {
                 let outcome = TokenOutcome::Unavailable("provider endpoints unknown".into());
-                return self.refreshed(req, s, present, cookie, outcome, cont, cx);
+                return self.refreshed(req, &s, present, cookie, outcome, cont, cx);
             }
         };
         if self.flows.len() >= MAX_FLOWS {
             log::warn!("{MAX_FLOWS} token calls in flight; not refreshing this session now");
             let outcome = TokenOutcome::Unavailable("too many token calls in flight".into());
-            return self.refreshed(req, s, present, cookie, outcome, cont, cx);
+            return self.refreshed(req, &s, present, cookie, outcome, cont, cx);
         }
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "refresh_token")
@@ -323,7 +339,7 @@ impl Sso {
     fn refreshed(
         &mut self,
         req: &RequestAttrs,
-        old: Session,
+        old: &Session,
         present: &[String],
         cookie: Option<String>,
         outcome: TokenOutcome,
@@ -344,8 +360,8 @@ impl Sso {
                     } else {
                         t.refresh_exp
                     },
-                    refresh_token: t.refresh_token.or(old.refresh_token),
-                    id_token: t.id_token.or(old.id_token),
+                    refresh_token: t.refresh_token.or_else(|| old.refresh_token.clone()),
+                    id_token: t.id_token.or_else(|| old.id_token.clone()),
                 };
                 match self.session_cookies(&session, present, cx) {
                     Some(set_cookies) => Step::Session(SessionPass {
@@ -355,7 +371,7 @@ impl Sso {
                     }),
                     // Cannot store it: keep using what the browser has while it is valid.
                     None if old.access_exp > now => Step::Session(SessionPass {
-                        access_token: old.access_token,
+                        access_token: old.access_token.clone(),
                         cookie,
                         set_cookies: Vec::new(),
                     }),
@@ -373,7 +389,7 @@ impl Sso {
                 self.no_session(req, clear, cont, cx)
             }
             TokenOutcome::Unavailable(_) if old.access_exp > now => Step::Session(SessionPass {
-                access_token: old.access_token,
+                access_token: old.access_token.clone(),
                 cookie,
                 set_cookies: Vec::new(),
             }),
@@ -764,6 +780,9 @@ impl Sso {
             Lookup::Unavailable => None,
         };
         let sent = read_session_cookies(req, &cfg.cookie_name);
+        if let Some(v) = &sent.value {
+            self.sessions.remove(v);
+        }
         // An expired session still names the provider session to end.
         let id_token = sent
             .value

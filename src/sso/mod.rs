@@ -11,6 +11,7 @@ mod flow;
 pub mod pkce;
 pub mod random;
 pub mod session;
+pub mod session_cache;
 pub mod token_response;
 
 pub use flow::{Continuation, Ctx, SessionPass, Sso, Step};
