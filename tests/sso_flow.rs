@@ -810,6 +810,38 @@ fn refresh_before_expiry_shared_by_concurrent_requests() {
 }
 
 #[test]
+fn short_lived_tokens_refresh_at_half_their_life_not_on_every_request() {
+    let key = Key::new("k1", 3);
+    let mut g = Gateway::new(base_config(), &key); // refreshBefore 60 s (default)
+    let mut jar = Jar::default();
+    let l = start_login(&mut g, &mut jar, "/");
+    let now_s = T0 / 1000;
+    let t = Tokens {
+        access: key.sign(access_claims("alice", now_s, 30)),
+        refresh: "r".into(),
+        id: key.sign(id_claims("alice", now_s, &l.params["nonce"])),
+    };
+    let (ctx, call) = callback(&mut g, &jar, &callback_path(&l.params["state"], "c"));
+    g.respond(call.unwrap(), Some(200), &token_response(&t, 30));
+    jar.apply(&set_cookies(&g.outcome(ctx).reply().headers));
+    g.host.now = T0 + 14_000;
+    let ctx = g.send(page("/", &jar));
+    assert_eq!(
+        g.outcome(ctx).status(),
+        200,
+        "15 s left of 30: no refresh yet"
+    );
+    g.host.now = T0 + 15_000;
+    let ctx = g.send(page("/", &jar));
+    assert_eq!(
+        g.outcome(ctx).status(),
+        0,
+        "half the lifetime left: refresh"
+    );
+    assert!(g.pending_call("/token").is_some());
+}
+
+#[test]
 fn refresh_rejected_ends_the_session() {
     let key = Key::new("k1", 3);
     let mut g = Gateway::new(base_config(), &key);

@@ -277,7 +277,11 @@ impl Sso {
                 set_cookies,
             })
         };
-        if s.access_exp > now.saturating_add(cfg.refresh_before_secs) {
+        // refreshBefore, but never more than half the token's lifetime: short-lived tokens must
+        // not turn every request into a refresh.
+        let lifetime = s.access_exp.saturating_sub(s.access_issued);
+        let window = cfg.refresh_before_secs.min(lifetime / 2);
+        if s.access_exp > now.saturating_add(window) {
             return pass(s.access_token.clone(), cookie, Vec::new());
         }
         let refresh = s
@@ -354,6 +358,7 @@ impl Sso {
                 let session = Session {
                     created: old.created,
                     access_token: t.access_token.into(),
+                    access_issued: now,
                     access_exp: t.access_exp,
                     refresh_exp: if keep_refresh {
                         old.refresh_exp
@@ -691,6 +696,7 @@ impl Sso {
         let session = Session {
             created: cx.now(),
             access_token: tokens.access_token.into(),
+            access_issued: cx.now(),
             access_exp: tokens.access_exp,
             refresh_token: tokens.refresh_token,
             refresh_exp: tokens.refresh_exp,

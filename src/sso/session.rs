@@ -120,6 +120,8 @@ pub struct Session {
     /// When the login happened: the session ends `sessionLifetime` after it, refreshes or not.
     pub created: u64,
     pub access_token: Rc<str>,
+    /// When the access token was received: a refresh comes at most half its lifetime early.
+    pub access_issued: u64,
     pub access_exp: u64,
     pub refresh_token: Option<String>,
     /// 0: the provider gave no expiry (the refresh token lives as long as the session).
@@ -147,6 +149,7 @@ impl Session {
         let mut out = Vec::with_capacity(32 + self.access_token.len() + 2048);
         out.push(SESSION_KIND);
         out.extend_from_slice(&self.created.to_be_bytes());
+        out.extend_from_slice(&self.access_issued.to_be_bytes());
         out.extend_from_slice(&self.access_exp.to_be_bytes());
         out.extend_from_slice(&self.refresh_exp.to_be_bytes());
         put16(&mut out, self.access_token.as_bytes())?;
@@ -164,6 +167,7 @@ impl Session {
             return None;
         }
         let created = r.u64()?;
+        let access_issued = r.u64()?;
         let access_exp = r.u64()?;
         let refresh_exp = r.u64()?;
         let access = r.str16()?;
@@ -175,6 +179,7 @@ impl Session {
         Some(Session {
             created,
             access_token: access.into(),
+            access_issued,
             access_exp,
             refresh_token: (!refresh.is_empty()).then(|| refresh.to_string()),
             refresh_exp,
@@ -479,6 +484,7 @@ mod tests {
         Session {
             created: 1,
             access_token: "a.b.c".into(),
+            access_issued: 1,
             access_exp: 2,
             refresh_token: Some("r".into()),
             refresh_exp: 3,

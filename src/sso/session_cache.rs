@@ -103,6 +103,7 @@ mod tests {
         Rc::new(Session {
             created,
             access_token: "a".into(),
+            access_issued: 0,
             access_exp: 1,
             refresh_token: None,
             refresh_exp: 0,
