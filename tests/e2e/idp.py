@@ -470,10 +470,11 @@ class Realm:
                 out.append(o)
         return sorted(set(out)) or None
 
-    def client_lifespan(self, client: dict) -> int:
+    def client_lifespan(self, client: dict, override: bool = True) -> int:
         """Access-token lifespan for a client-credentials token: the test override, else the client's
-        `access.token.lifespan` attribute, else the realm's (Keycloak's precedence)."""
-        if self.token_lifespan:
+        `access.token.lifespan` attribute, else the realm's (Keycloak's precedence). User tokens
+        (`override=False`) get the client's attribute or the realm's, as in Keycloak."""
+        if self.token_lifespan and override:
             return self.token_lifespan
         attr = (client.get("attributes") or {}).get("access.token.lifespan")
         try:
@@ -1045,13 +1046,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _token_response(self, realm: Realm, client: dict, user: dict, scope: list[str], sid: str,
                         nonce: str | None, auth_time: int | None, acr: str = "1") -> dict:
-        claims = realm.access_claims(client, user, scope, sid, False, auth_time=auth_time, acr=acr)
+        lifespan = realm.client_lifespan(client, override=False)
+        claims = realm.access_claims(client, user, scope, sid, False, auth_time=auth_time, acr=acr,
+                                     lifespan=lifespan)
         access = realm.sign(claims)
         now = claims["iat"]
         refresh_claims = {"exp": now + REFRESH_LIFESPAN, "iat": now, "jti": str(uuid.uuid4()),
                           "iss": realm.issuer, "aud": realm.issuer, "sub": user["id"], "typ": "Refresh",
                           "azp": client["clientId"], "sid": sid, "scope": " ".join(scope)}
-        out = {"access_token": access, "expires_in": realm.access_lifespan,
+        out = {"access_token": access, "expires_in": lifespan,
                "refresh_expires_in": REFRESH_LIFESPAN, "refresh_token": realm.sign_refresh(refresh_claims),
                "token_type": "Bearer"}
         if "openid" in scope:
