@@ -706,10 +706,16 @@ def test_gateway_wasmplugin_requires_tokens_for_api_paths():
     assert (spec["phase"], spec["failStrategy"]) == ("AUTHN", "FAIL_CLOSE")
     (rule,) = spec["pluginConfig"]["jwtRules"]
     assert rule["issuer"] == ISSUER and rule["jwksUri"] == JWKS_URI and rule["forwardOriginalToken"] is True
-    (policy,) = spec["pluginConfig"]["policies"]
-    assert policy["action"] == "DENY"
-    assert policy["rules"] == [{"from": [{"source": {"notRequestPrincipals": ["*"]}}],
-                                "to": [{"operation": {"paths": ["/api", "/api/*"]}}]}]
+    api, web = spec["pluginConfig"]["policies"]
+    assert api["action"] == "DENY"
+    assert api["rules"] == [{"from": [{"source": {"notRequestPrincipals": ["*"]}}],
+                             "to": [{"operation": {"paths": ["/api", "/api/*"]}}]}]
+    assert web["action"] == "ALLOW" and len(web["rules"]) == 2
+    # Browser single sign-on (issue "sso"): same issuer as the jwtRule, secrets from the proxy's environment.
+    oidc = spec["pluginConfig"]["oidc"]
+    assert oidc["issuer"] == ISSUER and oidc["clientId"] == "meshgate-gateway"
+    host_env = {e["name"] for e in spec["vmConfig"]["env"] if e["valueFrom"] == "HOST"}
+    assert {oidc["clientSecretEnv"], oidc["cookieSecretEnv"]} == host_env
 
 
 def test_policy_values_match_the_realm_export():
@@ -869,8 +875,12 @@ def _all_wasmplugins() -> list[tuple[str, dict]]:
 
 
 @pytest.mark.parametrize("wp", [w for _, w in _all_wasmplugins()], ids=[i for i, _ in _all_wasmplugins()])
-def test_meshgate_accepts_the_plugin_config(wp, start_meshgate, idp):
+def test_meshgate_accepts_the_plugin_config(wp, start_meshgate, idp, monkeypatch):
     clusters = {jwks_cluster(r): ("127.0.0.1", idp.port) for r in wp["spec"]["pluginConfig"]["jwtRules"]}
+    # vmConfig.env valueFrom HOST: the proxy's environment (the gateway's SSO secrets); Envoy inherits ours.
+    for e in (wp["spec"].get("vmConfig") or {}).get("env", []):
+        if e.get("valueFrom") == "HOST":
+            monkeypatch.setenv(e["name"], "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
     env = start_meshgate(wasmplugin=wp, extra_clusters=clusters)
     assert env.alive()
     resp = env.get("/api/data", token="not-a-jwt")

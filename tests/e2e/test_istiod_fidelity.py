@@ -33,6 +33,10 @@ AUD = "my-backend-client"
 RBAC_DENIED = "RBAC: access denied"
 MALFORMED = "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
 GATEWAY_NODE = "router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local"
+# The gateway's SSO secrets, as the patched istio-proxy container has them (istio/meshgate/gateway-sso-env-patch.yaml).
+GATEWAY_ENV = {"MESHGATE_SSO_CLIENT_SECRET": "gateway-secret",
+               "MESHGATE_SSO_COOKIE_SECRET": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+LOGIN_REQUIRED = "Authentication required: sign in with a browser or send a bearer token"
 
 
 def claims(token: str) -> dict:
@@ -125,7 +129,7 @@ def gateway(module_envoy_factory, manifests, clusters, meshgate_wasm, idp, echo,
         access_log_path=str(module_envoy_factory.workdir / "gateway-access.log"),
         hcm_overrides={"route_config": virtualservice_route_config(vs, clusters),
                        "stat_prefix": "outbound_0.0.0.0_8080", "use_remote_address": True})
-    return module_envoy_factory(cfg)
+    return module_envoy_factory(cfg, env=GATEWAY_ENV)
 
 
 def backend_requests(backend: harness.EnvoyProcess) -> int:
@@ -228,7 +232,8 @@ def test_token_from_another_issuer_is_401(backend, idp):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# ingress gateway: tokens required for /api at the edge, checked again by the backend
+# ingress gateway: tokens required for /api at the edge, checked again by the backend; browser single sign-on
+# for the web app (the browser flow itself: test_sso_envoy.py, test_sso_browser.py)
 # ----------------------------------------------------------------------------------------------------------
 def test_gateway_api_with_alice_reaches_backend_data(gateway, backend, idp):
     before = backend_requests(backend)
@@ -241,16 +246,27 @@ def test_gateway_api_with_alice_reaches_backend_data(gateway, backend, idp):
 
 
 @pytest.mark.parametrize("path", ["/api/data", "/api", "/api/", "/api/x/y?z=1"])
-def test_gateway_api_without_token_is_403_at_the_edge(gateway, backend, path):
+def test_gateway_api_without_token_is_401_at_the_edge(gateway, backend, path):
     before = backend_requests(backend)
-    assert_rbac_403(gateway.get(path))
+    resp = gateway.get(path)
+    assert (resp.status_code, resp.text) == (401, LOGIN_REQUIRED), "no session, not a page load: never a redirect"
+    assert resp.headers["www-authenticate"].startswith('Bearer realm="http://')
     assert backend_requests(backend) == before, "denied by the gateway, the backend never saw it"
 
 
-def test_gateway_public_paths_need_no_token(gateway):
-    resp = gateway.get("/index.html")
+def test_gateway_web_pages_need_a_session(gateway):
+    page = gateway.get("/index.html", headers={"Accept": "text/html"})
+    assert page.status_code == 302
+    assert page.headers["location"].startswith(f"{ISSUER}/protocol/openid-connect/auth?response_type=code&client_id=meshgate-gateway&")
+    assert gateway.get("/apiary").status_code == 401, "/api/* does not match /apiary: a web page"
+
+
+def test_gateway_web_pages_are_for_the_web_app_users(gateway, idp):
+    """The web-app-users policy, checked with bearer tokens (a session's token is checked the same way)."""
+    resp = gateway.get("/index.html", token=idp.password_token("alice"))
     assert resp.status_code == 200 and resp.json()["path"] == "/index.html"
-    assert gateway.get("/apiary").status_code == 200, "/api/* does not match /apiary"
+    assert_rbac_403(gateway.get("/index.html", token=idp.password_token("bob")))
+    assert_rbac_403(gateway.get("/index.html", token=idp.client_credentials_token()))
 
 
 def test_gateway_rejects_invalid_tokens_everywhere(gateway, backend, idp):
