@@ -29,10 +29,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ##   WASM_TOOLCHAIN=auto (default): `rustup target add`, and if rustup refuses, Debian's Rust (below).
 ##   WASM_TOOLCHAIN=debian: Debian's rustc-web/cargo-web with the std sources (rust-web-src), wasi-libc and
 ##   wasm-ld-19; `make build` then builds std itself (-Zbuild-std). The choice is remembered for `make build`.
-APT_TOOLS := docker-registry skopeo mvn:maven
+APT_TOOLS := docker-registry skopeo mvn:maven chromium
 WASM_TOOLCHAIN ?= auto
 TOOLCHAIN_FILE := $(VENV)/wasm-toolchain
 DEBIAN_RUST := rustc-web cargo-web rust-web-src rust-web-clippy wasi-libc lld-19
+BROWSER_DRIVER := tests/e2e/browser
 
 setup:
 	@mkdir -p $(VENV)
@@ -55,10 +56,14 @@ setup:
 	@$(ENVOY_BIN) --version | head -1
 	@$(PYTHON) tests/e2e/keycloak.py install || echo 'WARNING: Keycloak could not be installed (see above):' \
 	  'make run needs IDP=dev, and the tests that need Keycloak will fail with this reason.'
+	@# SSO browser tests: playwright-core drives the Debian chromium above (never downloads browsers).
+	@test -f $(BROWSER_DRIVER)/node_modules/.package-lock.json && cmp -s $(BROWSER_DRIVER)/package-lock.json \
+	  $(BROWSER_DRIVER)/node_modules/.meshgate-lock || { (cd $(BROWSER_DRIVER) && npm ci --no-audit --no-fund \
+	  --ignore-scripts --loglevel=error) && cp $(BROWSER_DRIVER)/package-lock.json $(BROWSER_DRIVER)/node_modules/.meshgate-lock; }
 	@touch $(VENV)/.setup-done
 
 # `make run` / `make test` on a fresh machine set themselves up once.
-$(VENV)/.setup-done: tests/e2e/requirements.txt
+$(VENV)/.setup-done: tests/e2e/requirements.txt tests/e2e/browser/package-lock.json
 	$(MAKE) setup
 
 ## keycloak: fetch/verify/unpack/prime the pinned Keycloak if it is not there yet (part of setup). A failure
