@@ -22,6 +22,16 @@ One run, one machine, configurations interleaved:
   9 egress_native   the same with Envoy's credential_injector + OAuth2 client-credentials source
                     (envoy.http.injected_credentials.oauth2) against the same IdP          no token sent
   (the ratio egress_meshgate / egress_native; `none` is the no-filter row for both)
+ 10 native_oauth2   browser SSO the native way: Envoy's oauth2 filter (session cookies, forward_bearer_token)
+                    + jwt_authn (jwt_cache_config) + RBAC                           session cookie
+ 11 meshgate_session browser SSO in meshgate (oidc block): the session cookie is opened (remembered per VM
+                    after the first request), its access token forwarded and checked by the same jwtRules
+                    and policies                                                    session cookie
+
+The two SSO configurations log alice in once through the dev IdP (tests/e2e/idp.py, its tokens RS256,
+Keycloak-shaped, the gateway client's lifespan set to a day in a copy of the realm) with the real browser
+flow over HTTP, and every measured request then carries the cookies that login produced (about 4 kB),
+the same on both sides; the IdP is never called while measuring.
 
 Policy (both sides): jwtRules issuer + audience my-backend-client; ALLOW GET when
 request.auth.claims[iss|aud|email] match (istio/meshgate/wasmplugin-backend.yaml). Tokens are RS256
@@ -112,6 +122,9 @@ CONFIGS = {
                         "egress_native"),
     "egress_native": ("Envoy credential_injector (OAuth2 client credentials), outbound, token injected", "none",
                       None),
+    "native_oauth2": ("native oauth2 filter + jwt_authn (jwt_cache_config) + RBAC, session cookies", "oauth2", None),
+    "meshgate_session": ("meshgate SSO, session cookie (open + forward + jwtRules/policies)", "session",
+                         "native_oauth2"),
 }
 
 EGRESS_CONFIGS = ("egress_meshgate", "egress_native")
@@ -128,6 +141,10 @@ EGRESS_ROUTES = {
                    {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}],
     }],
 }
+SSO_CONFIGS = ("native_oauth2", "meshgate_session")
+SSO_HMAC_SECRET = "bench-oauth2-hmac-secret-0123456789"
+SSO_COOKIE_KEY = base64.b64encode(bytes(range(40, 72))).decode()
+GATEWAY_CLIENT = ("meshgate-gateway", "gateway-secret")
 
 
 def spec(name: str) -> tuple:
@@ -210,6 +227,17 @@ def make_material(cache_dir: Path, pool_size: int) -> dict:
     return m
 
 
+def tamper_cookie(header: str) -> str:
+    """The Cookie header with one character changed in the middle of every long value (the native oauth2
+    filter answers a session that fails its HMAC check by refreshing with the RefreshToken cookie)."""
+    parts = [p.split("=", 1) for p in header.split("; ")]
+    for p in parts:
+        if len(p[1]) > 20:
+            mid = len(p[1]) // 2
+            p[1] = p[1][:mid] + ("A" if p[1][mid] != "A" else "B") + p[1][mid + 1:]
+    return "; ".join(f"{n}={x}" for n, x in parts)
+
+
 def tamper(token: str) -> str:
     h, p, s = token.split(".")
     sig = bytearray(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)))
@@ -265,6 +293,8 @@ def bootstrap(name: str, jwks: str, wasm: str, probe_wasm: str = "", idp_port: i
     plugins: list[dict] = []
     rule = {"issuer": ISSUER, "jwks": jwks, "audiences": [AUDIENCE]}
     name = name.split("@")[0]
+    if name in SSO_CONFIGS:
+        return sso_bootstrap(name, jwks, wasm, idp_port)
     if name in ("native", "native_cache"):
         f = istiod_native.render_jwt_authn(
             [rule], jwks_mode="istiod", clear_route_cache=False,  # sidecar: istiod passes False
@@ -284,6 +314,110 @@ def bootstrap(name: str, jwks: str, wasm: str, probe_wasm: str = "", idp_port: i
         wasm = probe_wasm
     filters = render.assemble_http_filters(plugins, wasm, jwt_authn=jwt_authn, rbac=rbac)
     return render.render_bootstrap(filters, 0, 0, 9, hcm_overrides={"route_config": DIRECT_RESPONSE_ROUTES})
+
+
+def sso_bootstrap(name: str, jwks: str, wasm: str, idp_port: int) -> dict:
+    """The browser-SSO configurations: the IdP is reached through Istio's Keycloak cluster (only at login)."""
+    rule = {"issuer": ISSUER, "jwks": jwks, "audiences": [AUDIENCE]}
+    policy = {k: v for k, v in REFERENCE_POLICY.items() if k != "namespace"}
+    clusters = {harness.KEYCLOAK_CLUSTER: ("127.0.0.1", idp_port)}
+    oidc = f"{ISSUER}/protocol/openid-connect"
+    secrets: list[dict] = []
+    if name == "meshgate_session":
+        cfg = {"jwtRules": [rule], "policies": [policy],
+               "oidc": {"issuer": ISSUER, "clientId": GATEWAY_CLIENT[0], "clientSecret": GATEWAY_CLIENT[1],
+                        "cookieSecret": SSO_COOKIE_KEY, "scopes": ["openid", "email", "profile"],
+                        "authorizationEndpoint": f"{oidc}/auth", "tokenEndpoint": f"{oidc}/token",
+                        "endSessionEndpoint": f"{oidc}/logout"}}
+        plugins = [{"metadata": {"name": "meshgate", "namespace": "demo"},
+                    "spec": {"pluginName": "meshgate", "phase": "AUTHN", "failStrategy": "FAIL_CLOSE",
+                             "pluginConfig": cfg}}]
+        filters = render.assemble_http_filters(plugins, wasm)
+    else:
+        oauth2 = {"name": "envoy.filters.http.oauth2", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.oauth2.v3.OAuth2",
+            "config": {
+                "token_endpoint": {"cluster": harness.KEYCLOAK_CLUSTER, "uri": f"{oidc}/token", "timeout": "5s"},
+                "authorization_endpoint": f"{oidc}/auth",
+                "redirect_uri": "%REQ(x-forwarded-proto)%://%REQ(:authority)%/oauth2/callback",
+                "redirect_path_matcher": {"path": {"exact": "/oauth2/callback"}},
+                "signout_path": {"path": {"exact": "/oauth2/logout"}},
+                "credentials": {"client_id": GATEWAY_CLIENT[0], "token_secret": {"name": "oauth2-token"},
+                                "hmac_secret": {"name": "oauth2-hmac"}},
+                "auth_scopes": ["openid", "email", "profile"],
+                "forward_bearer_token": True,
+                "use_refresh_token": True,
+            }}}
+        secrets = [{"name": "oauth2-token", "generic_secret": {"secret": {"inline_string": GATEWAY_CLIENT[1]}}},
+                   {"name": "oauth2-hmac", "generic_secret": {"secret": {"inline_string": SSO_HMAC_SECRET}}}]
+        jwt = istiod_native.render_jwt_authn([rule], jwks_mode="istiod", clear_route_cache=True,
+                                             jwt_cache_size=NATIVE_JWT_CACHE_SIZE)
+        filters = [oauth2] + render.assemble_http_filters([], wasm, jwt_authn=[jwt],
+                                                          rbac=istiod_native.render_rbac([REFERENCE_POLICY]))
+    cfg = render.render_bootstrap(filters, 0, 0, 9, clusters, hcm_overrides={"route_config": DIRECT_RESPONSE_ROUTES})
+    if secrets:
+        cfg["static_resources"]["secrets"] = secrets
+    return cfg
+
+
+def bench_realm(work: Path) -> Path:
+    """The repository's realm export with the gateway client's access tokens living a day (its 30 s would
+    make every benchmark run refresh), written to the run's work directory."""
+    realm = json.loads(harness.REALM_FILE.read_text())
+    for c in realm["clients"]:
+        if c["clientId"] == GATEWAY_CLIENT[0]:
+            c.setdefault("attributes", {})["access.token.lifespan"] = "86400"
+    out = work / "realm-bench.json"
+    out.write_text(json.dumps(realm))
+    return out
+
+
+def sso_login(env: harness.EnvoyProcess, idp: harness.IdPProcess, user: str, want: int) -> str:
+    """Logs `user` in through `env`'s SSO (meshgate or native oauth2) the way a browser does, over HTTP:
+    page -> IdP login form -> callback -> cookies. Returns the Cookie header the browser then sends."""
+    import requests
+    from urllib.parse import urlsplit
+
+    jar: dict[str, str] = {}
+
+    def keep(resp) -> None:
+        for c in resp.raw.headers.getlist("Set-Cookie"):
+            name, value = c.split(";", 1)[0].split("=", 1)
+            low = c.lower()
+            if "max-age=0" in low or "expires=thu, 01 jan 1970" in low or value in ("", "deleted"):
+                jar.pop(name, None)
+            else:
+                jar[name] = value
+
+    def app(path: str):
+        h = {"Accept": "text/html"}
+        if jar:
+            h["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+        r = env.request("GET", path, headers=h)
+        keep(r)
+        return r
+
+    r = app("/")
+    if r.status_code != 302:
+        raise RuntimeError(f"no redirect to the login page: {r.status_code} {r.text[:200]}")
+    idp_session = requests.Session()
+    loc = urlsplit(r.headers["Location"])
+    form = idp_session.get(f"{idp.base_url}{loc.path}?{loc.query}", timeout=10)
+    m = re.search(r'action="([^"]+)"', form.text)
+    if form.status_code != 200 or not m:
+        raise RuntimeError(f"no login form: {form.status_code} {form.text[:300]}")
+    done = idp_session.post(idp.base_url + m.group(1).replace("&amp;", "&"), allow_redirects=False, timeout=10,
+                            data={"username": user, "password": user})
+    back = urlsplit(done.headers.get("Location", ""))
+    if done.status_code != 302 or back.path != "/oauth2/callback":
+        raise RuntimeError(f"the IdP did not redirect to the callback: {done.status_code} {done.text[:300]}")
+    r = app(f"{back.path}?{back.query}")
+    if r.status_code != 302 or not jar:
+        raise RuntimeError(f"callback failed: {r.status_code} {r.text[:300]}")
+    r = app("/")
+    if r.status_code != want:
+        raise RuntimeError(f"{user}'s session: want {want}, got {r.status_code} {r.text[:300]}")
+    return "; ".join(f"{k}={v}" for k, v in jar.items())
 
 
 def pin(pid: int, cpu: int) -> None:
@@ -362,6 +496,20 @@ def precheck(name: str, env: harness.EnvoyProcess, mat: dict) -> list[str]:
             problems.append(f"injected token: azp {payload.get('azp')!r}")
         expect("no token sent", 200)
         return problems
+    if name.split("@")[0] in SSO_CONFIGS:
+        sso = mat["sso"][name.split("@")[0]]
+
+        def send(desc: str, want: set[int], cookie: str | None, method: str = "GET") -> None:
+            r = env.request(method, PATH, headers={"Cookie": cookie} if cookie else {})
+            if r.status_code not in want:
+                problems.append(f"{desc}: want {sorted(want)}, got {r.status_code} {r.text[:120]!r}")
+
+        send("alice's session", {200}, sso["alice"])
+        send("alice's session, POST", {403}, sso["alice"], "POST")
+        send("bob's session", {403}, sso["bob"])
+        send("no session", {302, 401}, None)
+        send("tampered session", {302, 401}, tamper_cookie(sso["alice"]))
+        return problems
     for t in (pool[0], pool[len(pool) // 2], pool[-1]):
         expect("valid token", 200, token=t)
     if name in ("none", "wasm_floor"):
@@ -377,6 +525,10 @@ def filter_counters(name: str, env: harness.EnvoyProcess) -> dict:
     s = env.stats()
     if name.startswith("meshgate"):
         return {k: s.get(f"wasmcustom.meshgate.{k}", 0) for k in ("allowed", "token_cache.hit", "token_cache.miss")}
+    if name.startswith("native_oauth2"):
+        return {"allowed": s.get("http.inbound.rbac.allowed", 0),
+                "jwt_allowed": s.get("http.inbound.jwt_authn.allowed", 0),
+                "oauth2_success": s.get("http.inbound.oauth_success", 0)}
     if name.startswith("native"):
         return {"allowed": s.get("http.inbound.rbac.allowed", 0),
                 "jwt_allowed": s.get("http.inbound.jwt_authn.allowed", 0)}
@@ -391,8 +543,10 @@ def filter_counters(name: str, env: harness.EnvoyProcess) -> dict:
 
 def run_wrk(env: harness.EnvoyProcess, token_file: Path, offset: int, duration: float, conns: int,
             wrk_cpu: int | None) -> dict:
+    # Token pools go in `Authorization: Bearer`; session pools are whole Cookie headers.
+    header = ["Cookie", ""] if token_file.stem in ("session", "oauth2") else []
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "5s", "-s", str(HERE / "pool.lua"),
-           env.url(PATH), "--", str(token_file), str(offset)]
+           env.url(PATH), "--", str(token_file), str(offset)] + header
     if wrk_cpu is not None:
         cmd = ["taskset", "-c", str(wrk_cpu)] + cmd
     cpu0 = proc_cpu_seconds(env.proc.pid)
@@ -409,6 +563,11 @@ def run_wrk(env: harness.EnvoyProcess, token_file: Path, offset: int, duration: 
     res["envoy_cpu_util"] = round(cpu / wall, 3)
     res["envoy_cpu_us_per_req"] = round(cpu * 1e6 / max(1, res["requests"]), 2)
     return res
+
+
+def pool_file(files: dict[str, Path], name: str) -> Path:
+    base = name.split("@")[0]
+    return files[base] if base in SSO_CONFIGS else files[spec(name)[1]]
 
 
 def median(xs):
@@ -492,19 +651,28 @@ def main() -> int:
 
     envs: dict[str, harness.EnvoyProcess] = {}
     helpers: list = []
+    idp = None
     idp_port = echo_port = 0
     rc = 0
     try:
+        sso_jwks = mat["jwks"]
+        if any(n.split("@")[0] in EGRESS_CONFIGS + SSO_CONFIGS for n in names):
+            # The dev IdP: the egress token endpoint, and the SSO login (its realm copy gives the gateway
+            # client day-long tokens, so nothing refreshes while measuring).
+            idp = harness.start_idp(realm_file=bench_realm(work), extra_realms=(), workdir=work / "idp")
+            helpers.append(idp)
+            idp_port = idp.port
+            sso_jwks = json.dumps(idp.jwks())
         if any(n.split("@")[0] in EGRESS_CONFIGS for n in names):
-            # The token endpoint (dev IdP) and the echo backend the egress prechecks read headers from.
-            helpers.append(harness.start_idp(workdir=work / "idp"))
+            # The echo backend the egress prechecks read headers from.
             helpers.append(harness.start_echo(workdir=work / "echo"))
-            idp_port, echo_port = helpers[0].port, helpers[1].port
+            echo_port = helpers[-1].port
         log(f"starting {len(names)} Envoys ...")
         t0 = time.monotonic()
         with cf.ThreadPoolExecutor(len(names)) as ex:
-            futs = {n: ex.submit(harness.start_envoy, bootstrap(n, mat["jwks"], str(wasm_of[n]), probe, idp_port,
-                                                                 echo_port), log_level="info",
+            futs = {n: ex.submit(harness.start_envoy,
+                                 bootstrap(n, sso_jwks if n.split("@")[0] in SSO_CONFIGS else mat["jwks"],
+                                           str(wasm_of[n]), probe, idp_port, echo_port), log_level="info",
                                  component_log_level=None, workdir=work, timeout=180) for n in names}
             failed = None
             for n, f in futs.items():
@@ -529,6 +697,15 @@ def main() -> int:
         for n in names:
             if n.startswith("meshgate"):
                 results[n]["wasm"] = {"path": str(wasm_of[n]), "bytes": wasm_of[n].stat().st_size}
+        if idp is not None:
+            mat["sso"] = {}
+            for n in names:
+                base = n.split("@")[0]
+                if base in SSO_CONFIGS and base not in mat["sso"]:
+                    mat["sso"][base] = {u: sso_login(envs[n], idp, u, want) for u, want in (("alice", 200), ("bob", 403))}
+                    files[base] = work / f"{'oauth2' if base == 'native_oauth2' else 'session'}.txt"
+                    files[base].write_text(mat["sso"][base]["alice"] + "\n")
+                    log(f"  {base}: alice's cookies {len(mat['sso'][base]['alice'])} bytes")
         for n in names:
             problems = precheck(n, envs[n], mat)
             results[n]["precheck"] = problems or "ok"
@@ -543,13 +720,13 @@ def main() -> int:
         offsets = {n: 0 for n in names}
         log(f"warm-up {args.warmup:.0f} s per config ...")
         for n in names:
-            w = run_wrk(envs[n], files[spec(n)[1]], offsets[n], args.warmup, args.connections, wrk_cpu)
+            w = run_wrk(envs[n], pool_file(files, n), offsets[n], args.warmup, args.connections, wrk_cpu)
             offsets[n] += w["requests"] + 2 * args.connections
         for r in range(args.rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for n in order:
                 before = filter_counters(n, envs[n])
-                res = run_wrk(envs[n], files[spec(n)[1]], offsets[n], args.duration, args.connections, wrk_cpu)
+                res = run_wrk(envs[n], pool_file(files, n), offsets[n], args.duration, args.connections, wrk_cpu)
                 after = filter_counters(n, envs[n])
                 offsets[n] += res["requests"] + 2 * args.connections
                 res["round"] = r + 1
@@ -617,6 +794,8 @@ def main() -> int:
     goals = {}
     if "meshgate_same/native_cache" in ratios:
         goals["same_token_vs_native_cache>=1.0"] = ratios["meshgate_same/native_cache"] >= 1.0
+    if "meshgate_session/native_oauth2" in ratios:
+        goals["session_vs_native_oauth2>=1.0"] = ratios["meshgate_session/native_oauth2"] >= 1.0
     if "meshgate_unique/native" in ratios:
         goals["unique_vs_native>=0.8"] = ratios["meshgate_unique/native"] >= 0.8
     if est:

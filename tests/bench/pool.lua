@@ -3,16 +3,21 @@
 -- same-token run simply gets a pool of one, and a pool whose only line is "-" sends no
 -- Authorization header (the outbound configurations: the proxy injects it).
 --
---   wrk -t1 -c32 -d10s -s pool.lua http://127.0.0.1:PORT/data -- TOKEN_FILE [START_OFFSET]
+--   wrk -t1 -c32 -d10s -s pool.lua http://127.0.0.1:PORT/data -- TOKEN_FILE [START_OFFSET [HEADER [PREFIX]]]
 --
+-- HEADER/PREFIX (default "Authorization" and "Bearer "): the session-cookie runs send each line as a
+-- whole Cookie header ("Cookie" and "").
 -- At the end one machine-readable line is printed: "WRKJSON {...}" (latencies in microseconds;
 -- err_status counts responses that were not 2xx/3xx).
 
 local tokens = {}
 local n = 0
 local i = 0
+local header = "Authorization"
 
 function init(args)
+   header = args[3] or "Authorization"
+   local prefix = args[4] or "Bearer "
    local f = assert(io.open(args[1], "r"))
    for line in f:lines() do
       if line == "-" then
@@ -20,7 +25,7 @@ function init(args)
          tokens[n] = false
       elseif #line > 0 then
          n = n + 1
-         tokens[n] = "Bearer " .. line
+         tokens[n] = prefix .. line
       end
    end
    f:close()
@@ -33,7 +38,7 @@ function request()
    if not tokens[i] then
       return wrk.format(nil, nil)
    end
-   return wrk.format(nil, nil, { ["Authorization"] = tokens[i] })
+   return wrk.format(nil, nil, { [header] = tokens[i] })
 end
 
 function done(summary, latency, requests)
