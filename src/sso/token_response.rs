@@ -2,7 +2,7 @@
 //! exchange or a refresh returned, or why it failed.
 
 use crate::config::MAX_TOKEN_BYTES;
-use serde::Deserialize;
+use serde_json::Value;
 
 /// Largest token response body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -31,21 +31,6 @@ pub enum TokenOutcome {
     },
     /// No usable answer: no response, timeout, 5xx, or a body that is not a token response.
     Unavailable(String),
-}
-
-#[derive(Deserialize)]
-struct Wire {
-    access_token: Option<String>,
-    token_type: Option<String>,
-    expires_in: Option<f64>,
-    refresh_token: Option<String>,
-    refresh_expires_in: Option<f64>,
-    id_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    error: String,
 }
 
 /// An OAuth error code as shown to the user and in logs: `[A-Za-z0-9_.-]`, at most 64
@@ -77,37 +62,46 @@ pub fn parse(status: Option<u32>, body: &[u8], now: u64) -> TokenOutcome {
             "HTTP status {status} with a body over {MAX_BODY_BYTES} bytes"
         ));
     }
+    // serde_json's Value (already in the module for JWT payloads) instead of derived types: smaller.
+    let doc: Option<Value> = serde_json::from_slice(body).ok();
+    let str_field = |name: &str| -> Option<String> {
+        doc.as_ref()?
+            .get(name)?
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let num_field = |name: &str| doc.as_ref()?.get(name)?.as_f64();
     if status != 200 {
         if matches!(status, 400 | 401) {
-            if let Ok(e) = serde_json::from_slice::<WireError>(body) {
+            if let Some(e) = str_field("error") {
                 return TokenOutcome::Rejected {
-                    error: safe_error_code(&e.error),
+                    error: safe_error_code(&e),
                 };
             }
         }
         return TokenOutcome::Unavailable(format!("HTTP status {status}"));
     }
-    let w: Wire = match serde_json::from_slice(body) {
-        Ok(w) => w,
-        Err(_) => return TokenOutcome::Unavailable("token response is not JSON".into()),
-    };
-    let Some(access_token) = w.access_token.filter(|t| !t.is_empty()) else {
+    if !doc.as_ref().is_some_and(Value::is_object) {
+        return TokenOutcome::Unavailable("token response is not JSON".into());
+    }
+    let Some(access_token) = str_field("access_token") else {
         return TokenOutcome::Unavailable("token response has no access_token".into());
     };
-    if w.token_type
-        .as_deref()
-        .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
-    {
+    if str_field("token_type").is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
         return TokenOutcome::Unavailable("token_type is not Bearer".into());
     }
+    let refresh_token = str_field("refresh_token");
+    let id_token = str_field("id_token");
     let too_big = |t: &Option<String>| t.as_ref().is_some_and(|t| t.len() > MAX_TOKEN_BYTES);
-    if access_token.len() > MAX_TOKEN_BYTES || too_big(&w.refresh_token) || too_big(&w.id_token) {
+    if access_token.len() > MAX_TOKEN_BYTES || too_big(&refresh_token) || too_big(&id_token) {
         return TokenOutcome::Unavailable(format!("a token is over {MAX_TOKEN_BYTES} bytes"));
     }
-    let access_exp = now.saturating_add(lifetime(w.expires_in).unwrap_or(DEFAULT_EXPIRES_IN));
+    let access_exp =
+        now.saturating_add(lifetime(num_field("expires_in")).unwrap_or(DEFAULT_EXPIRES_IN));
     // The access token's own `exp`, when readable, is what jwtRules will hold it to.
     let access_exp = jwt_exp(&access_token).map_or(access_exp, |e| e.min(access_exp));
-    let refresh_exp = match lifetime(w.refresh_expires_in) {
+    let refresh_exp = match lifetime(num_field("refresh_expires_in")) {
         // Keycloak: 0 for offline tokens (no fixed expiry).
         Some(0) | None => 0,
         Some(s) => now.saturating_add(s),
@@ -115,9 +109,9 @@ pub fn parse(status: Option<u32>, body: &[u8], now: u64) -> TokenOutcome {
     TokenOutcome::Ok(Tokens {
         access_token,
         access_exp,
-        refresh_token: w.refresh_token.filter(|t| !t.is_empty()),
+        refresh_token,
         refresh_exp,
-        id_token: w.id_token.filter(|t| !t.is_empty()),
+        id_token,
     })
 }
 
@@ -125,12 +119,8 @@ pub fn parse(status: Option<u32>, body: &[u8], now: u64) -> TokenOutcome {
 fn jwt_exp(token: &str) -> Option<u64> {
     let payload = token.split('.').nth(1)?;
     let bytes = crate::jwt::b64url_decode(payload)?;
-    #[derive(Deserialize)]
-    struct Exp {
-        exp: Option<f64>,
-    }
-    let e: Exp = serde_json::from_slice(&bytes).ok()?;
-    lifetime(e.exp)
+    let doc: Value = serde_json::from_slice(&bytes).ok()?;
+    lifetime(doc.get("exp")?.as_f64())
 }
 
 #[cfg(test)]
