@@ -3,7 +3,8 @@
 Envoy gets the filter exactly as istiod renders the backend WasmPlugin (the reference policy: GET only,
 token from realm myrealm, audience my-backend-client, email user@example.com). The script obtains tokens
 the way a client would, runs the curl commands it prints, shows the status each one returned, and then
-keeps everything running until Ctrl-C.
+keeps everything running until Ctrl-C. A second Envoy plays the ingress gateway with browser single sign-on
+(demo_sso.py): the script prints the URL to open in a browser and the users to log in with.
 
 Identity provider:
   --idp keycloak       (default) start the pinned Keycloak that `make setup` installed (tests/e2e/keycloak.py):
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+import demo_sso
 import harness
 import keycloak as kc
 import render
@@ -165,6 +167,10 @@ def main() -> int:
         stats = {k.removeprefix("wasmcustom."): v for k, v in envoy.stats("wasmcustom.meshgate").items() if v}
         print(f"\nmeshgate counters: {json.dumps(stats)}")
         print(f"Stats: curl -s http://127.0.0.1:{envoy.admin_port}/stats | grep meshgate")
+        gateway = demo_sso.start_gateway(wasm, work, issuer, cluster, keycloak, echo,
+                                         port=args.port + 1 if args.port else 0)
+        started.append(gateway)
+        ok &= demo_sso.show_and_check(gateway, issuer, keycloak)
         print(f"\n{len(cases)} requests, {'all as expected' if ok else 'SOME UNEXPECTED'}.", flush=True)
         if args.once:
             return 0 if ok else 1

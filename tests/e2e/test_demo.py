@@ -15,6 +15,7 @@ def run_demo(*args: str) -> str:
                          cwd=HERE.parent.parent, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("[ok]") == CASES, out.stdout
+    assert out.stdout.count("[sso ok]") == 5, out.stdout  # the single sign-on gateway (demo_sso.py)
     assert "UNEXPECTED" not in out.stdout and f"{CASES} requests, all as expected." in out.stdout
     return out.stdout
 

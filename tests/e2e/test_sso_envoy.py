@@ -3,8 +3,8 @@ callback, session cookie, refresh, logout), what the upstream receives, every re
 faults a real Keycloak cannot be made to produce on demand (token endpoint down, slow, garbage). The
 secrets reach the Wasm VM as WasmPlugin `vmConfig.env`, like the ingress-gateway manifest.
 
-The "browser" here is `requests` plus a cookie jar kept by hand (paths honoured, `Max-Age=0` deletes), so
-every Set-Cookie attribute is checked as sent. test_sso_browser.py drives real Chromium against Keycloak.
+The "browser" here is `requests` plus a cookie jar kept by hand (sso_http.py), so every Set-Cookie attribute
+is checked as sent. test_sso_browser.py drives real Chromium.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 import requests
 
 import harness
+from sso_http import HTML, HttpBrowser, set_cookies
 
 AUD = "my-backend-client"
 CLIENT = "meshgate-gateway"
@@ -31,7 +32,6 @@ ENV = [{"name": "MESHGATE_SSO_CLIENT_SECRET", "value": CLIENT_SECRET},
 UNAVAILABLE = "Identity provider unavailable; try again later"
 NO_PENDING = ("Login failed: no login in progress for this state in this browser (expired, or started elsewhere); "
               "open the page again to sign in")
-HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 def sso_config(idp, **oidc) -> dict:
@@ -53,75 +53,20 @@ def claims(token: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
 
 
-def set_cookies(resp: requests.Response) -> list[str]:
-    return resp.raw.headers.getlist("Set-Cookie")
-
-
-class Browser:
-    """A browser at HTTP level: follows the login through the dev IdP, keeps the gateway's cookies in its own
-    jar (every attribute visible to the test) and the IdP's cookies in a requests session."""
+class Browser(HttpBrowser):
+    """The HTTP-level browser (sso_http.py) between this test's gateway and the dev IdP."""
 
     def __init__(self, gw: harness.EnvoyProcess, idp: harness.IdPProcess):
+        super().__init__(gw.base_url, idp.base_url)
         self.gw = gw
         self.idp = idp
-        self.jar: dict[str, tuple[str, str]] = {}  # name -> (value, path)
-        self.idp_session = requests.Session()
-
-    def store(self, resp: requests.Response) -> list[str]:
-        cookies = set_cookies(resp)
-        for c in cookies:
-            parts = c.split("; ")
-            name, value = parts[0].split("=", 1)
-            attrs = dict(p.split("=", 1) if "=" in p else (p, "") for p in parts[1:])
-            if attrs.get("Max-Age") == "0":
-                self.jar.pop(name, None)
-            else:
-                self.jar[name] = (value, attrs.get("Path", "/"))
-        return cookies
-
-    def cookie_header(self, path: str) -> str | None:
-        sent = [f"{n}={v}" for n, (v, p) in sorted(self.jar.items()) if path.startswith(p)]
-        return "; ".join(sent) or None
-
-    def get(self, path: str, accept: str = HTML, method: str = "GET", extra_cookies: str = "",
-            headers: dict | None = None) -> requests.Response:
-        h = {"Accept": accept}
-        h.update(headers or {})
-        c = "; ".join(x for x in (extra_cookies, self.cookie_header(path.split("?")[0])) if x)
-        if c:
-            h["Cookie"] = c
-        r = self.gw.request(method, path, headers=h)
-        self.store(r)
-        return r
+        self.idp_session = self.provider
 
     def idp_url(self, url: str) -> str:
-        """A browser-facing IdP URL (in-cluster host name) as the test process reaches it (loopback)."""
-        parts = urlsplit(url)
-        return f"{self.idp.base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+        return self.provider_url(url)
 
     def to_idp(self, location: str, user: str, password: str | None = None) -> requests.Response:
-        """At the IdP: the login form (submitted) or, with an IdP session, the redirect at once."""
-        r = self.idp_session.get(self.idp_url(location), allow_redirects=False, timeout=10)
-        if r.status_code == 200:
-            assert 'id="kc-form-login"' in r.text, r.text
-            action = re.search(r'action="([^"]+)"', r.text).group(1).replace("&amp;", "&")
-            r = self.idp_session.post(self.idp.base_url + action, allow_redirects=False, timeout=10,
-                                      data={"username": user, "password": password or user})
-        assert r.status_code == 302, (r.status_code, r.text[:300])
-        return r
-
-    def callback(self, idp_redirect: requests.Response) -> requests.Response:
-        loc = urlsplit(idp_redirect.headers["Location"])
-        assert f"{loc.scheme}://{loc.netloc}" == self.gw.base_url and loc.path == "/oauth2/callback", loc
-        return self.get(f"{loc.path}?{loc.query}")
-
-    def login(self, path: str = "/app", user: str = "alice") -> requests.Response:
-        """From an unauthenticated page to the app page (the response of the original path)."""
-        r = self.get(path)
-        assert r.status_code == 302 and "/protocol/openid-connect/auth?" in r.headers["Location"], r.text
-        back = self.callback(self.to_idp(r.headers["Location"], user))
-        assert back.status_code == 302 and back.headers["Location"] == path, (back.status_code, back.text)
-        return self.get(path)
+        return self.to_provider(location, user, password)
 
 
 @pytest.fixture()
