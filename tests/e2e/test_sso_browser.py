@@ -3,8 +3,9 @@ through Envoy acting as the ingress gateway with the gateway WasmPlugin of istio
 it, secrets from the proxy's environment), logs in on the identity provider's own login page, and lands on
 the app; the echo backend shows what the app receives.
 
-Providers: the real Keycloak of tests/e2e/keycloak.py when it is available to this suite, and the dev IdP
-(tests/e2e/idp.py), which serves a login form with Keycloak's element ids. The browser reaches the provider
+Providers: the real Keycloak of tests/e2e/keycloak.py (the session fixture `keycloak` of issue "keycloak"),
+and the dev IdP (tests/e2e/idp.py), which serves a login form with Keycloak's element ids; the same flow
+runs against both. The browser reaches the provider
 under its in-cluster name `keycloak.keycloak.svc.cluster.local` (port 80, as in the issuer) through
 Chromium's --host-resolver-rules, and the app at http://127.0.0.1:<gateway port> (see browser.py).
 
@@ -160,3 +161,10 @@ def browser_flow(provider, gw: harness.EnvoyProcess, tmp_path, label: str) -> No
 def test_browser_sso_with_the_dev_idp(dev_provider, envoy_factory, meshgate_wasm, echo, tmp_path):
     gw = start_gateway(envoy_factory, meshgate_wasm, echo, dev_provider)
     browser_flow(dev_provider, gw, tmp_path, "dev-idp")
+
+
+def test_browser_sso_with_keycloak(keycloak, envoy_factory, meshgate_wasm, echo, tmp_path):
+    """The real Keycloak 26 of tests/e2e/keycloak.py (session fixture `keycloak`, realm export imported,
+    hostname keycloak.keycloak.svc.cluster.local): its own login page, its sessions, its refresh and logout."""
+    gw = start_gateway(envoy_factory, meshgate_wasm, echo, keycloak)
+    browser_flow(keycloak, gw, tmp_path, "keycloak")
