@@ -62,14 +62,21 @@ class HttpBrowser:
         parts = urlsplit(url)
         return f"{self.provider_base}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
+    def _host(self, url: str) -> dict:
+        """The Host header a browser would send for `url` (Keycloak checks its front-channel hostname)."""
+        netloc = urlsplit(url).netloc
+        return {"Host": netloc} if netloc else {}
+
     def to_provider(self, location: str, user: str, password: str | None = None) -> requests.Response:
         """At the provider: the login form (submitted), or with a provider session the redirect at once."""
-        r = self.provider.get(self.provider_url(location), allow_redirects=False, timeout=self.timeout)
+        r = self.provider.get(self.provider_url(location), allow_redirects=False, timeout=self.timeout,
+                              headers=self._host(location))
         if r.status_code == 200:
             if 'id="kc-form-login"' not in r.text:
                 raise AssertionError(f"not a login page: {r.text[:300]}")
             action = re.search(r'action="([^"]+)"', r.text).group(1).replace("&amp;", "&")
             r = self.provider.post(self.provider_url(action), allow_redirects=False, timeout=self.timeout,
+                                   headers=self._host(action if "://" in action else location),
                                    data={"username": user, "password": password or user})
         if r.status_code != 302:
             raise AssertionError(f"the provider did not redirect: {r.status_code} {r.text[:300]}")
