@@ -320,3 +320,64 @@ def test_secrets_from_the_environment_must_exist(envoy_factory, idp, echo, meshg
         envoy_factory(cfg, timeout=15)
     assert ('invalid configuration: oidc.cookieSecretEnv: environment variable "MESHGATE_SSO_COOKIE_SECRET" of '
             "the Wasm VM is not set or empty") in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The session cookie format, written by an independent implementation (HChaCha20 here + `cryptography`'s
+# ChaCha20-Poly1305 = XChaCha20-Poly1305), as README.md documents it.
+def _hchacha20(key: bytes, nonce16: bytes) -> bytes:
+    import struct
+
+    def rotl(v: int, n: int) -> int:
+        return ((v << n) & 0xFFFFFFFF) | (v >> (32 - n))
+
+    s = list(struct.unpack("<4I", b"expand 32-byte k")) + list(struct.unpack("<8I", key)) + \
+        list(struct.unpack("<4I", nonce16))
+
+    def qr(a: int, b: int, c: int, d: int) -> None:
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 16)  # noqa: E702
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 12)  # noqa: E702
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 8)  # noqa: E702
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 7)  # noqa: E702
+
+    for _ in range(10):
+        qr(0, 4, 8, 12); qr(1, 5, 9, 13); qr(2, 6, 10, 14); qr(3, 7, 11, 15)  # noqa: E702
+        qr(0, 5, 10, 15); qr(1, 6, 11, 12); qr(2, 7, 8, 13); qr(3, 4, 9, 14)  # noqa: E702
+    return struct.pack("<8I", *(s[0:4] + s[12:16]))
+
+
+def seal_session(key_b64: str, access: str, *, version: int = 1, cookie_name: str = SESSION,
+                 refresh: str = "", id_token: str = "") -> str:
+    import os
+    import struct
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    now = int(time.time())
+    lp = lambda b: struct.pack(">H", len(b)) + b  # noqa: E731
+    plain = (b"S" + struct.pack(">QQQQ", now, now, claims(access)["exp"], 0)
+             + lp(access.encode()) + lp(refresh.encode()) + lp(id_token.encode()))
+    nonce = os.urandom(24)
+    aad = b"meshgate\0" + bytes([version]) + b"session\0" + cookie_name.encode()
+    sub = _hchacha20(base64.b64decode(key_b64), nonce[:16])
+    ct = ChaCha20Poly1305(sub).encrypt(b"\0\0\0\0" + nonce[16:], plain, aad)
+    return base64.urlsafe_b64encode(bytes([version]) + nonce + ct).rstrip(b"=").decode()
+
+
+def test_hchacha20_matches_the_draft_vector():
+    # draft-irtf-cfrg-xchacha-03 §2.2.1
+    key = bytes(range(32))
+    nonce = bytes.fromhex("000000090000004a0000000031415927")
+    assert _hchacha20(key, nonce).hex() == "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"
+
+
+def test_a_session_sealed_by_another_implementation_of_the_format_is_accepted(gw, idp_sso):
+    access = idp_sso.mint(user="alice", client=CLIENT, scope="openid email profile")
+    good = seal_session(COOKIE_KEY, access)
+    r = gw.get("/app", headers={"Cookie": f"{SESSION}={good}", "Accept": HTML})
+    assert r.status_code == 200, r.text
+    assert r.json()["headers"]["authorization"] == f"Bearer {access}"
+    # Another version byte, another cookie name in the additional data, another key: no session.
+    for bad in (seal_session(COOKIE_KEY, access, version=2), seal_session(COOKIE_KEY, access, cookie_name="x"),
+                seal_session(OTHER_KEY, access)):
+        r = gw.get("/app", headers={"Cookie": f"{SESSION}={bad}", "Accept": HTML})
+        assert r.status_code == 302 and "/protocol/openid-connect/auth?" in r.headers["Location"]
