@@ -193,6 +193,24 @@ impl Engine {
                         }
                         f.response_headers.extend(set_cookies);
                     }
+                    // The session's token no longer verifies (keys rotated away, expired past
+                    // the skew): a page load signs in again instead of showing the 401.
+                    Decision::Respond(r) if r.status == 401 && sso::is_browser_navigation(req) => {
+                        if let Some(sso) = self.sso.as_mut() {
+                            let mut cx = sso::Ctx {
+                                keys: &mut self.keys,
+                                crypto,
+                                rng: &mut *self.random,
+                                now_ms,
+                                metrics: &mut *metrics,
+                            };
+                            return match sso.sign_in_again(req, &mut state.sso, &mut cx) {
+                                SsoStep::Wait(w) => Decision::Wait(w),
+                                SsoStep::Respond(reply) => Decision::Respond(reply),
+                                SsoStep::Pass { .. } | SsoStep::Session(_) => d,
+                            };
+                        }
+                    }
                     Decision::Respond(r) => r.headers.extend(set_cookies),
                     // Keys are being fetched: the request runs again, and finds a shared
                     // refresh result again.

@@ -842,6 +842,44 @@ fn short_lived_tokens_refresh_at_half_their_life_not_on_every_request() {
 }
 
 #[test]
+fn a_session_whose_token_no_longer_verifies_signs_in_again() {
+    let key = Key::new("k1", 3);
+    let gone = Key::new("k1", 9); // same kid, another key: as after a rotation that dropped the old key
+    let mut g = Gateway::new(base_config(), &key);
+    let mut jar = Jar::default();
+    let l = start_login(&mut g, &mut jar, "/");
+    let now_s = T0 / 1000;
+    let t = Tokens {
+        access: gone.sign(access_claims("alice", now_s, 300)),
+        refresh: "r".into(),
+        id: key.sign(id_claims("alice", now_s, &l.params["nonce"])),
+    };
+    let (ctx, call) = callback(&mut g, &jar, &callback_path(&l.params["state"], "c"));
+    g.respond(call.unwrap(), Some(200), &token_response(&t, 300));
+    jar.apply(&set_cookies(&g.outcome(ctx).reply().headers));
+    // A page load: a new login, the session cookie cleared.
+    let ctx = g.send(page("/page", &jar));
+    let r = g.outcome(ctx).reply().clone();
+    assert_eq!(r.status, 302);
+    assert!(header(&r, "location")
+        .unwrap()
+        .contains("/protocol/openid-connect/auth?"));
+    assert!(set_cookies(&r.headers).contains(&format!(
+        "{SESSION}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure"
+    )));
+    // Anything else: the jwtRules' own answer.
+    let ctx = g.send(xhr("GET", "/api", &jar));
+    assert_eq!(
+        (
+            g.outcome(ctx).reply().status,
+            g.outcome(ctx).reply().body.as_str()
+        ),
+        (401, "Jwt verification fails")
+    );
+    assert_eq!(g.metric("meshgate.denied.bad_signature"), 2);
+}
+
+#[test]
 fn refresh_rejected_ends_the_session() {
     let key = Key::new("k1", 3);
     let mut g = Gateway::new(base_config(), &key);

@@ -951,6 +951,25 @@ impl Sso {
             .settled
     }
 
+    /// A page load whose session token the `jwtRules` rejected: the session is over (its cookies
+    /// cleared, its cached copy dropped) and the browser signs in again.
+    pub fn sign_in_again(
+        &mut self,
+        req: &RequestAttrs,
+        cont: &mut Option<Continuation>,
+        cx: &mut Ctx<'_>,
+    ) -> Step {
+        let cfg = self.cfg.clone();
+        let sent = read_session_cookies(req, &cfg.cookie_name);
+        if let Some(v) = &sent.value {
+            self.sessions.remove(v);
+        }
+        log::debug!("the session's access token was rejected; signing in again");
+        cx.metrics.increment(Metric::Sso(SsoEvent::SessionInvalid));
+        let clear = clear_session_cookies(&cfg.cookie_name, &sent.present, cfg.cookie_secure);
+        self.start_login(req, clear, cont, cx)
+    }
+
     /// The paused request that stopped at `cont` is gone.
     pub fn forget(&mut self, cont: &Continuation) {
         if let Continuation::Exchange { flow, .. } = cont {

@@ -14,7 +14,7 @@ pub mod session;
 pub mod session_cache;
 pub mod token_response;
 
-pub use flow::{Continuation, Ctx, SessionPass, Sso, Step};
+pub use flow::{is_browser_navigation, Continuation, Ctx, SessionPass, Sso, Step};
 
 /// A call single sign-on sent, so its response reaches the right flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
