@@ -4,7 +4,8 @@ in its own jar (every Set-Cookie attribute visible to the caller; paths honoured
 the provider's cookies in a requests session.
 
 Browser-facing provider URLs use the issuer's host (`keycloak.keycloak.svc.cluster.local`); the provider
-listens on loopback, so they are sent to `provider_base` with the path and query kept.
+listens on loopback, so they are sent to `provider_base` with the path and query kept and that host in the
+`Host` header (requests then also keeps the provider's cookies under that name, as a browser would).
 """
 
 from __future__ import annotations
@@ -67,10 +68,14 @@ class HttpBrowser:
         netloc = urlsplit(url).netloc
         return {"Host": netloc} if netloc else {}
 
+    def provider_get(self, url: str) -> requests.Response:
+        """A page of the provider (browser-facing URL), with this browser's provider cookies."""
+        return self.provider.get(self.provider_url(url), allow_redirects=False, timeout=self.timeout,
+                                 headers=self._host(url))
+
     def to_provider(self, location: str, user: str, password: str | None = None) -> requests.Response:
         """At the provider: the login form (submitted), or with a provider session the redirect at once."""
-        r = self.provider.get(self.provider_url(location), allow_redirects=False, timeout=self.timeout,
-                              headers=self._host(location))
+        r = self.provider_get(location)
         if r.status_code == 200:
             if 'id="kc-form-login"' not in r.text:
                 raise AssertionError(f"not a login page: {r.text[:300]}")
