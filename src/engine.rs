@@ -409,6 +409,16 @@ impl Engine {
         &mut self,
         req: &RequestAttrs,
         on: &[WaitKey],
+        metrics: &mut dyn MetricSink,
+    ) -> Decision {
+        self.on_wait_timeout_in(req, on, &RequestState::default(), metrics)
+    }
+
+    /// [`Engine::on_wait_timeout`] for a request paused at `state` (single sign-on: 502).
+    pub fn on_wait_timeout_in(
+        &mut self,
+        req: &RequestAttrs,
+        on: &[WaitKey],
         state: &RequestState,
         metrics: &mut dyn MetricSink,
     ) -> Decision {

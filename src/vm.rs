@@ -278,7 +278,7 @@ impl Vm {
         resumed: bool,
     ) -> Verdict {
         let decision = match self.engine.as_mut() {
-            Some(engine) => engine.on_wait_timeout(req, on, state, host.metrics()),
+            Some(engine) => engine.on_wait_timeout_in(req, on, state, host.metrics()),
             None => {
                 fail_closed(host, req);
                 return Verdict::Pause;
