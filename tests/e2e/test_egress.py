@@ -140,6 +140,9 @@ def test_frontend_reaches_backend_with_no_token_in_its_code(mesh, idp, idp_token
     direct = requests.get(mesh.backend.url("/data"), headers={"Host": "backend"}, timeout=10)
     assert (direct.status_code, direct.text) == (403, "RBAC: access denied")
 
+    # Both VMs that run the plugin (the main thread's and the worker's) fetch their token at configure time;
+    # once they have it no request waits (under load the first request could otherwise beat the fetch).
+    harness.wait_until(lambda: counters(front).get("fetch_ok", 0) >= 2, timeout=10, desc="configure-time tokens")
     harness.wait_until(lambda: get(front).status_code == 200, timeout=10, desc="first 200")
     fetches = token_requests(idp)
     assert 1 <= fetches <= configured_vms(front), "tokens fetched at configure time, one per VM"

@@ -401,7 +401,10 @@ def test_gateway_client_requires_pkce_and_a_registered_redirect(keycloak):
         assert page.status_code == 400 and "Invalid parameter: redirect_uri" in page.text, bad
     cfg = keycloak.get_client("meshgate-gateway")
     assert cfg["attributes"]["pkce.code.challenge.method"] == "S256" and cfg["publicClient"] is False
-    assert cfg["attributes"]["post.logout.redirect.uris"] == "+"
+    # After logout Keycloak sends the browser back only to the gateway's own pages (postLogoutRedirectUri
+    # `/` and the demo's loopback hosts), plus the redirect URIs ("+").
+    assert cfg["attributes"]["post.logout.redirect.uris"] == (
+        "+##https://meshgate.example.com/*##http://127.0.0.1/*##http://localhost/*")
 
 
 def test_chromium_rule_names_the_hostname_and_port(keycloak):
