@@ -1,6 +1,7 @@
 //! An http(s) URL as a `dispatch_http_call` target: the Envoy cluster Istio creates for its host and
 //! port (`outbound|<port>||<host>`), the `:authority` and the `:path`. Used by the filter's
-//! configuration (jwksUri, OIDC discovery) and by `meshgate convert` (which clusters the proxy needs).
+//! configuration (jwksUri, OIDC discovery), by the back-channel calls of jwks, sso and egress (their
+//! headers and discovered endpoints), and by `meshgate convert` (which clusters the proxy needs).
 
 /// An HTTP endpoint reached through an Envoy cluster with `dispatch_http_call`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +10,62 @@ pub struct HttpTarget {
     pub cluster: String,
     pub authority: String,
     pub path: String,
+}
+
+/// Upper bound of an OpenID discovery document (Keycloak's is about 6 KiB).
+pub const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+
+impl HttpTarget {
+    /// The headers of a `dispatch_http_call` to this target: the pseudo-headers, JSON accepted,
+    /// meshgate as the user agent. Every back-channel call (JWKS, discovery, token) starts here.
+    pub fn request_headers(&self, method: &str) -> Vec<(String, String)> {
+        let scheme = if self.uri.starts_with("https") {
+            "https"
+        } else {
+            "http"
+        };
+        vec![
+            (":method".into(), method.into()),
+            (":path".into(), self.path.clone()),
+            (":authority".into(), self.authority.clone()),
+            (":scheme".into(), scheme.into()),
+            ("accept".into(), "application/json".into()),
+            ("user-agent".into(), "meshgate".into()),
+        ]
+    }
+
+    /// The headers of a form POST (RFC 6749 token requests) of `body_len` bytes.
+    pub fn form_post_headers(&self, body_len: usize) -> Vec<(String, String)> {
+        let mut headers = self.request_headers("POST");
+        headers.push((
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ));
+        headers.push(("content-length".into(), body_len.to_string()));
+        headers
+    }
+}
+
+/// The parsed OpenID discovery document (bounded), or why it is unusable.
+pub fn discovery_document(body: &[u8]) -> Result<serde_json::Value, String> {
+    if body.len() > MAX_DISCOVERY_BYTES {
+        return Err("discovery document is too large".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("discovery document is not JSON: {e}"))
+}
+
+/// The endpoint `field` (`jwks_uri`, `token_endpoint`) of a discovery document as a call target.
+pub fn discovered_endpoint(
+    body: &[u8],
+    field: &str,
+    cluster_override: Option<&str>,
+) -> Result<HttpTarget, String> {
+    let doc = discovery_document(body)?;
+    let uri = doc
+        .get(field)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("discovery document has no {field}"))?;
+    http_target(uri, cluster_override).map_err(|e| format!("discovery {field}: {e}"))
 }
 
 /// Splits an http(s) URL and names the Envoy cluster the way Istio does:
@@ -105,5 +162,63 @@ mod tests {
         assert!(http_target("ftp://x/", None).is_err());
         assert!(http_target("http://u@x/", None).is_err());
         assert!(http_target("http://x:99999/", None).is_err());
+    }
+
+    #[test]
+    fn call_headers_name_the_target() {
+        let t = http_target("https://kc.example:8443/realms/r/token", None).unwrap();
+        let h = |hs: &[(String, String)], n: &str| {
+            hs.iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        let get = t.request_headers("GET");
+        assert_eq!(h(&get, ":method"), ["GET"]);
+        assert_eq!(h(&get, ":path"), ["/realms/r/token"]);
+        assert_eq!(h(&get, ":authority"), ["kc.example:8443"]);
+        assert_eq!(h(&get, ":scheme"), ["https"]);
+        assert_eq!(h(&get, "content-length"), Vec::<String>::new());
+        let post = t.form_post_headers(17);
+        assert_eq!(h(&post, ":method"), ["POST"]);
+        assert_eq!(
+            h(&post, "content-type"),
+            ["application/x-www-form-urlencoded"]
+        );
+        assert_eq!(h(&post, "content-length"), ["17"]);
+        let plain = http_target("http://kc/x", None).unwrap();
+        assert_eq!(h(&plain.request_headers("GET"), ":scheme"), ["http"]);
+    }
+
+    #[test]
+    fn discovered_endpoints_and_why_not() {
+        let doc = br#"{"jwks_uri":"http://kc:8080/certs","token_endpoint":"ftp://x"}"#;
+        let t = discovered_endpoint(doc, "jwks_uri", None).unwrap();
+        assert_eq!(
+            (t.cluster.as_str(), t.path.as_str()),
+            ("outbound|8080||kc", "/certs")
+        );
+        assert_eq!(
+            discovered_endpoint(doc, "jwks_uri", Some("c"))
+                .unwrap()
+                .cluster,
+            "c"
+        );
+        assert_eq!(
+            discovered_endpoint(doc, "token_endpoint", None).unwrap_err(),
+            "discovery token_endpoint: \"ftp://x\": scheme must be http or https"
+        );
+        assert_eq!(
+            discovered_endpoint(b"{}", "jwks_uri", None).unwrap_err(),
+            "discovery document has no jwks_uri"
+        );
+        assert!(discovered_endpoint(b"<html>", "jwks_uri", None)
+            .unwrap_err()
+            .starts_with("discovery document is not JSON: "));
+        let big = vec![b' '; MAX_DISCOVERY_BYTES + 1];
+        assert_eq!(
+            discovered_endpoint(&big, "jwks_uri", None).unwrap_err(),
+            "discovery document is too large"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! fetches are returned as [`HttpCall`]s for the adapter to dispatch.
 
 use crate::calls::{CallId, HttpCall};
-use crate::config::{http_target, HttpTarget, KeySource, Settings};
+use crate::config::{HttpTarget, KeySource, Settings};
+use crate::http_target::discovered_endpoint;
 use crate::jwt::jwk::{parse_jwks, KeySet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,7 +17,6 @@ const MAX_BACKOFF_MS: u64 = 10_000;
 /// its own timeout: a safety net, since every dispatched call ends with a response or a timeout.
 const STUCK_GRACE_MS: u64 = 2_000;
 /// Largest discovery document accepted.
-const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
@@ -219,8 +219,9 @@ impl KeyStore {
             return outcome;
         }
         match id.phase {
-            Phase::Discovery => match discovered_jwks_target(
+            Phase::Discovery => match discovered_endpoint(
                 body,
+                "jwks_uri",
                 st.discovery.as_ref().and_then(|d| d.1.as_deref()),
             ) {
                 Ok(target) => {
@@ -263,33 +264,19 @@ impl KeyStore {
     fn start(&mut self, rule: usize, now_ms: u64) -> Option<HttpCall> {
         let st = self.issuers.get_mut(rule)?;
         let (phase, target) = match (&st.jwks_target, &st.discovery) {
-            (Some(t), _) => (Phase::Jwks, t.clone()),
-            (None, Some((d, _))) => (Phase::Discovery, d.clone()),
+            (Some(t), _) => (Phase::Jwks, t),
+            (None, Some((d, _))) => (Phase::Discovery, d),
             (None, None) => return None,
         };
-        st.in_flight = Some((phase, now_ms));
-        Some(HttpCall {
+        let call = HttpCall {
             id: CallId::Keys(FetchId { rule, phase }),
-            cluster: target.cluster,
-            headers: vec![
-                (":method".into(), "GET".into()),
-                (":path".into(), target.path),
-                (":authority".into(), target.authority),
-                (
-                    ":scheme".into(),
-                    if target.uri.starts_with("https") {
-                        "https"
-                    } else {
-                        "http"
-                    }
-                    .into(),
-                ),
-                ("accept".into(), "application/json".into()),
-                ("user-agent".into(), "meshgate".into()),
-            ],
+            cluster: target.cluster.clone(),
+            headers: target.request_headers("GET"),
             body: None,
             timeout: st.timeout,
-        })
+        };
+        st.in_flight = Some((phase, now_ms));
+        Some(call)
     }
 
     fn fail(&mut self, rule: usize, now_ms: u64) {
@@ -326,22 +313,6 @@ impl KeyStore {
 /// Refresh at 90% of the cache duration so fresh keys are in place before the old ones expire.
 fn refresh_delay_ms(cache_duration: Duration) -> u64 {
     (cache_duration.as_millis() as u64).saturating_mul(9) / 10
-}
-
-fn discovered_jwks_target(
-    body: &[u8],
-    cluster_override: Option<&str>,
-) -> Result<HttpTarget, String> {
-    if body.len() > MAX_DISCOVERY_BYTES {
-        return Err("discovery document is too large".into());
-    }
-    let doc: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("discovery document is not JSON: {e}"))?;
-    let uri = doc
-        .get("jwks_uri")
-        .and_then(|v| v.as_str())
-        .ok_or("discovery document has no jwks_uri")?;
-    http_target(uri, cluster_override).map_err(|e| format!("discovery jwks_uri: {e}"))
 }
 
 #[cfg(test)]

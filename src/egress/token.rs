@@ -6,7 +6,8 @@
 
 use super::config::{EgressTarget, Endpoint, TokenRequest};
 use crate::calls::{CallId, HttpCall};
-use crate::config::{http_target, HttpTarget, MAX_TOKEN_BYTES};
+use crate::config::{HttpTarget, MAX_TOKEN_BYTES};
+use crate::http_target::discovered_endpoint;
 use serde_json::Value;
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,7 +16,6 @@ const MIN_BACKOFF_MS: u64 = 1_000;
 pub const MAX_BACKOFF_MS: u64 = 30_000;
 /// A call whose response never came is given up this long after its own timeout (safety net).
 const STUCK_GRACE_MS: u64 = 2_000;
-const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Longest lifetime believed (a year): bounds the arithmetic, not a policy.
 const MAX_LIFETIME_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -203,17 +203,19 @@ impl TokenStore {
                 reason: "no response (timeout or connection failure)".into(),
                 rejected: false,
             }),
-            (Some(200), Phase::Discovery) => {
-                discovered_token_endpoint(body, st.discovery.as_ref().and_then(|d| d.1.as_deref()))
-                    .map(|e| {
-                        st.token_endpoint = Some(e);
-                        None
-                    })
-                    .map_err(|reason| Failure {
-                        reason,
-                        rejected: false,
-                    })
-            }
+            (Some(200), Phase::Discovery) => discovered_endpoint(
+                body,
+                "token_endpoint",
+                st.discovery.as_ref().and_then(|d| d.1.as_deref()),
+            )
+            .map(|e| {
+                st.token_endpoint = Some(e);
+                None
+            })
+            .map_err(|reason| Failure {
+                reason,
+                rejected: false,
+            }),
             (Some(200), Phase::Token) => parse_token_response(body, sent_at, st.refresh_at)
                 .map(Some)
                 .map_err(|reason| Failure {
@@ -256,35 +258,16 @@ impl TokenStore {
             (None, Some((d, _))) => (Phase::Discovery, d),
             (None, None) => return None,
         };
-        let scheme = if endpoint.uri.starts_with("https") {
-            "https"
-        } else {
-            "http"
-        };
-        let mut headers: Vec<(String, String)> = vec![
-            (
-                ":method".into(),
-                if phase == Phase::Token { "POST" } else { "GET" }.into(),
-            ),
-            (":path".into(), endpoint.path.clone()),
-            (":authority".into(), endpoint.authority.clone()),
-            (":scheme".into(), scheme.into()),
-            ("accept".into(), "application/json".into()),
-            ("user-agent".into(), "meshgate".into()),
-        ];
-        let mut body = None;
-        if phase == Phase::Token {
+        let (headers, body) = if phase == Phase::Token {
             let form = st.request.body.expose().as_bytes().to_vec();
-            headers.push((
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ));
-            headers.push(("content-length".into(), form.len().to_string()));
+            let mut headers = endpoint.form_post_headers(form.len());
             if let Some(a) = &st.request.authorization {
                 headers.push(("authorization".into(), a.expose().to_string()));
             }
-            body = Some(form);
-        }
+            (headers, Some(form))
+        } else {
+            (endpoint.request_headers("GET"), None)
+        };
         let call = HttpCall {
             id: CallId::Egress(FetchId { target, phase }),
             cluster: endpoint.cluster.clone(),
@@ -445,22 +428,6 @@ fn scrub(text: &str, secret: &str) -> String {
     } else {
         text.replace(secret, "<redacted>")
     }
-}
-
-fn discovered_token_endpoint(
-    body: &[u8],
-    cluster_override: Option<&str>,
-) -> Result<HttpTarget, String> {
-    if body.len() > MAX_DISCOVERY_BYTES {
-        return Err("discovery document is too large".into());
-    }
-    let doc: Value =
-        serde_json::from_slice(body).map_err(|_| "discovery document is not JSON".to_string())?;
-    let uri = doc
-        .get("token_endpoint")
-        .and_then(Value::as_str)
-        .ok_or("discovery document has no token_endpoint")?;
-    http_target(uri, cluster_override).map_err(|e| format!("discovery token_endpoint: {e}"))
 }
 
 #[cfg(test)]

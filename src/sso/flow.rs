@@ -17,6 +17,7 @@ use crate::calls::{CallId, HttpCall, WaitKey};
 use crate::config::{http_target, HttpTarget, MAX_TOKEN_BYTES};
 use crate::engine::{Settled, Wait};
 use crate::error::{AuthnError, Denial, Reply, ReplyOptions, SsoError};
+use crate::http_target::discovery_document;
 use crate::jwks::{KeyLookup, KeyStore};
 use crate::jwt::crypto::SignatureBackend;
 use crate::jwt::verify::{check_time, verify_signature};
@@ -43,7 +44,6 @@ const EXCHANGE_RESULT_TTL_MS: u64 = 60_000;
 const WAIT_GRACE_MS: u64 = 1_000;
 /// Longest path (with query) remembered for the return after login; longer ones return to `/`.
 pub const MAX_RETURN_PATH: usize = 2048;
-const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 const MIN_BACKOFF_MS: u64 = 1_000;
 const MAX_BACKOFF_MS: u64 = 10_000;
 
@@ -1114,44 +1114,29 @@ impl Sso {
         mut form: form_urlencoded::Serializer<'_, String>,
     ) -> HttpCall {
         let cfg = &self.cfg;
-        let mut headers = vec![
-            (":method".to_string(), "POST".to_string()),
-            (":path".to_string(), target.path.clone()),
-            (":authority".to_string(), target.authority.clone()),
-            (
-                ":scheme".to_string(),
-                if target.uri.starts_with("https") {
-                    "https"
-                } else {
-                    "http"
-                }
-                .to_string(),
-            ),
-            (
-                "content-type".to_string(),
-                "application/x-www-form-urlencoded".to_string(),
-            ),
-            ("accept".to_string(), "application/json".to_string()),
-            ("user-agent".to_string(), "meshgate".to_string()),
-        ];
-        match (&cfg.client_secret, cfg.client_auth) {
+        let authorization = match (&cfg.client_secret, cfg.client_auth) {
             (Some(secret), ClientAuthMethod::ClientSecretBasic) => {
                 let enc =
                     |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
                 let basic = STANDARD.encode(format!("{}:{}", enc(&cfg.client_id), enc(&secret.0)));
-                headers.push(("authorization".to_string(), format!("Basic {basic}")));
                 form.append_pair("client_id", &cfg.client_id);
+                Some(format!("Basic {basic}"))
             }
             (Some(secret), ClientAuthMethod::ClientSecretPost) => {
                 form.append_pair("client_id", &cfg.client_id)
                     .append_pair("client_secret", &secret.0);
+                None
             }
             (None, _) => {
                 form.append_pair("client_id", &cfg.client_id);
+                None
             }
-        }
+        };
         let body = form.finish().into_bytes();
-        headers.push(("content-length".to_string(), body.len().to_string()));
+        let mut headers = target.form_post_headers(body.len());
+        if let Some(a) = authorization {
+            headers.push(("authorization".to_string(), a));
+        }
         HttpCall {
             id: CallId::Sso(SsoCall::Token(flow)),
             cluster: cfg.cluster.clone(),
@@ -1212,22 +1197,7 @@ impl Sso {
         Some(HttpCall {
             id: CallId::Sso(SsoCall::Discovery),
             cluster: self.cfg.cluster.clone(),
-            headers: vec![
-                (":method".into(), "GET".into()),
-                (":path".into(), target.path.clone()),
-                (":authority".into(), target.authority.clone()),
-                (
-                    ":scheme".into(),
-                    if target.uri.starts_with("https") {
-                        "https"
-                    } else {
-                        "http"
-                    }
-                    .into(),
-                ),
-                ("accept".into(), "application/json".into()),
-                ("user-agent".into(), "meshgate".into()),
-            ],
+            headers: target.request_headers("GET"),
             body: None,
             timeout: self.cfg.timeout,
         })
@@ -1260,11 +1230,7 @@ impl Sso {
             Some(200) => {}
             Some(s) => return Err(format!("HTTP status {s}")),
         }
-        if body.len() > MAX_DISCOVERY_BYTES {
-            return Err("discovery document is too large".into());
-        }
-        let doc: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| format!("discovery document is not JSON: {e}"))?;
+        let doc = discovery_document(body)?;
         let field = |name: &str| doc.get(name).and_then(|v| v.as_str());
         // OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.
         if field("issuer") != Some(self.cfg.issuer.as_str()) {
