@@ -8,6 +8,7 @@ pub mod host_sig;
 pub mod jwk;
 pub mod rsa;
 pub mod token;
+pub mod unique_json;
 pub mod verify;
 
 use base64::engine::general_purpose::{GeneralPurposeConfig, URL_SAFE_NO_PAD};

@@ -14,7 +14,12 @@
 //! refused (§4.1.11: meshgate understands no extension), a `cty` other than JSON is refused, and
 //! header members jwt-compact types (`typ`, `jku`, `x5u`: strings; `x5t`, `x5t#S256`: base64url
 //! thumbprints) must have their type.
+//!
+//! Like Envoy: a member name repeated anywhere in the header or the payload (at any depth)
+//! makes it invalid JSON (src/jwt/unique_json.rs), so a claim has exactly one value for
+//! meshgate, its policies and every backend.
 
+use super::unique_json::UniqueObject;
 use super::Alg;
 use crate::error::AuthnError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,13 +28,23 @@ use jwt_compact::{ParseError, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// Header members meshgate reads beyond jwt-compact's `Header`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Header members meshgate reads beyond jwt-compact's `Header`. Every member jwt-compact does
+/// not type lands here, so this is also where repeated names among them (at any depth) are
+/// refused (src/jwt/unique_json.rs); jwt-compact refuses repeated typed members itself.
+#[derive(Debug, Clone, Default)]
 pub struct HeaderExtensions {
     /// RFC 7515 §4.1.11: extensions the recipient must understand, or reject the token.
     /// meshgate understands none, so any (non-null) `crit` rejects.
-    #[serde(default)]
-    crit: Option<serde::de::IgnoredAny>,
+    crit: bool,
+}
+
+impl<'de> Deserialize<'de> for HeaderExtensions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let UniqueObject(members) = UniqueObject::deserialize(d)?;
+        Ok(HeaderExtensions {
+            crit: members.get("crit").is_some_and(|c| !c.is_null()),
+        })
+    }
 }
 
 /// The registered claims meshgate checks, type-checked the way Envoy does.
@@ -80,14 +95,14 @@ pub fn parse(token: &str, max_len: usize) -> Result<UntrustedJwt<'_>, AuthnError
     let untrusted = UntrustedToken::<HeaderExtensions>::try_from(token)
         .map_err(|e| envoy_reason(token, parse_error_fallback(&e)))?;
     let alg = supported_alg(untrusted.algorithm())?;
-    if untrusted.header().other_fields.crit.is_some() {
+    if untrusted.header().other_fields.crit {
         return Err(AuthnError::CritUnsupported);
     }
     let claims = untrusted
-        .deserialize_claims_unchecked::<Map<String, Value>>()
+        .deserialize_claims_unchecked::<UniqueObject>()
         .map_err(|_| envoy_reason(token, AuthnError::PayloadBadJson))?;
     // jwt-compact takes the time claims out of the map; policies and claim headers see them too.
-    let mut payload = claims.custom;
+    let UniqueObject(mut payload) = claims.custom;
     for (name, time) in [
         ("iat", claims.issued_at),
         ("nbf", claims.not_before),
@@ -150,8 +165,7 @@ fn envoy_checks(token: &str) -> Result<(), AuthnError> {
         return Err(BadFormat);
     }
     let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| HeaderBadBase64)?;
-    let header: Map<String, Value> =
-        serde_json::from_slice(&header_bytes).map_err(|_| HeaderBadJson)?;
+    let UniqueObject(header) = serde_json::from_slice(&header_bytes).map_err(|_| HeaderBadJson)?;
     match header.get("alg") {
         Some(Value::String(a)) => supported_alg(a)?,
         _ => return Err(HeaderBadAlg),
@@ -172,7 +186,7 @@ fn envoy_checks(token: &str) -> Result<(), AuthnError> {
         Some(_) => return Err(HeaderBadJson),
     }
     let payload_bytes = URL_SAFE_NO_PAD.decode(p).map_err(|_| PayloadBadBase64)?;
-    let payload: Map<String, Value> =
+    let UniqueObject(payload) =
         serde_json::from_slice(&payload_bytes).map_err(|_| PayloadBadJson)?;
     std_claims(&payload)?;
     URL_SAFE_NO_PAD.decode(s).map_err(|_| SignatureBadBase64)?;
@@ -448,5 +462,114 @@ mod tests {
         assert!(parse(&t, 16384).is_ok());
         let t = tok(r#"{"alg":"RS256","typ":5}"#, "{}", "c2ln");
         assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::HeaderBadJson);
+    }
+
+    #[test]
+    fn repeated_member_names_are_invalid_json_at_any_depth() {
+        use AuthnError::*;
+        for (header, payload, want) in [
+            (
+                r#"{"alg":"RS256"}"#,
+                r#"{"iss":"a","iss":"b"}"#,
+                PayloadBadJson,
+            ),
+            (r#"{"alg":"RS256"}"#, r#"{"exp":1,"exp":2}"#, PayloadBadJson),
+            (
+                r#"{"alg":"RS256"}"#,
+                r#"{"realm_access":{"roles":["user"],"roles":["admin"]}}"#,
+                PayloadBadJson,
+            ),
+            (
+                r#"{"alg":"RS256"}"#,
+                r#"{"a":[{"b":1,"b":1}]}"#,
+                PayloadBadJson,
+            ),
+            (r#"{"alg":"RS256","alg":"none"}"#, "{}", HeaderBadJson),
+            (r#"{"alg":"none","alg":"RS256"}"#, "{}", HeaderBadJson),
+            (
+                r#"{"alg":"RS256","kid":"a","kid":"b"}"#,
+                "{}",
+                HeaderBadJson,
+            ),
+            (r#"{"alg":"RS256","x":1,"x":2}"#, "{}", HeaderBadJson),
+            (
+                r#"{"alg":"RS256","crit":["a"],"crit":null}"#,
+                "{}",
+                HeaderBadJson,
+            ),
+            (
+                r#"{"alg":"RS256","jwk":{"kty":"RSA","kty":"EC"}}"#,
+                "{}",
+                HeaderBadJson,
+            ),
+            // The header is read first (Envoy's order).
+            (
+                r#"{"alg":"RS256","x":1,"x":2}"#,
+                r#"{"a":1,"a":1}"#,
+                HeaderBadJson,
+            ),
+        ] {
+            let t = tok(header, payload, "c2ln");
+            assert_eq!(parse(&t, 16384).unwrap_err(), want, "{header} {payload}");
+        }
+        // The same name in different objects is not a repetition.
+        let t = tok(
+            r#"{"alg":"RS256","jwk":{"alg":"RS256"}}"#,
+            r#"{"a":{"iss":1},"iss":"i"}"#,
+            "c2ln",
+        );
+        assert_eq!(parse(&t, 16384).unwrap().claims.iss.as_deref(), Some("i"));
+    }
+
+    #[test]
+    fn nesting_is_bounded_by_serde_json_without_overflowing_the_stack() {
+        let nested = |n: usize| format!(r#"{{"a":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+        let ok = tok(r#"{"alg":"RS256"}"#, &nested(120), "c2ln");
+        assert!(parse(&ok, 16384).is_ok());
+        let deep = tok(r#"{"alg":"RS256"}"#, &nested(5000), "c2ln");
+        assert_eq!(
+            parse(&deep, 1 << 20).unwrap_err(),
+            AuthnError::PayloadBadJson
+        );
+        let header = format!(
+            r#"{{"alg":"RS256","x":{}1{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        let deep = tok(&header, "{}", "c2ln");
+        assert_eq!(
+            parse(&deep, 1 << 20).unwrap_err(),
+            AuthnError::HeaderBadJson
+        );
+    }
+
+    #[test]
+    fn non_utf8_json_and_jwe_are_refused() {
+        let b64 = |b: &[u8]| b64url_encode(b);
+        let t = format!(
+            "{}.{}.c2ln",
+            b64(br#"{"alg":"RS256"}"#),
+            b64(b"{\"iss\":\"\xff\"}")
+        );
+        assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::PayloadBadJson);
+        let t = format!(
+            "{}.{}.c2ln",
+            b64(b"{\"alg\":\"RS256\",\"kid\":\"\xc3\"}"),
+            b64(b"{}")
+        );
+        assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::HeaderBadJson);
+        // A UTF-8 byte order mark is not JSON whitespace (RFC 8259 §8.1).
+        let t = format!(
+            "{}.{}.c2ln",
+            b64(b"\xef\xbb\xbf{\"alg\":\"RS256\"}"),
+            b64(b"{}")
+        );
+        assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::HeaderBadJson);
+        // JWE compact serialization: five segments.
+        let jwe = format!("{}.a.b.c.d", b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#));
+        assert_eq!(parse(&jwe, 16384).unwrap_err(), AuthnError::BadFormat);
+        // A JWE header on three segments: its alg is no signature algorithm.
+        let t = tok(r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#, "{}", "c2ln");
+        assert_eq!(parse(&t, 16384).unwrap_err(), AuthnError::UnsupportedAlg);
     }
 }
