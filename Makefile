@@ -102,7 +102,7 @@ cli:
 
 ## test: every test layer. Sets the machine up first (like `make run`): lint needs the wasm target.
 test: $(VENV)/.setup-done
-	$(MAKE) lint build test-native test-e2e
+	$(MAKE) lint build test-native fuzz-smoke test-e2e
 
 test-native:
 	$(CARGO) test --locked
@@ -110,6 +110,24 @@ test-native:
 
 test-e2e: build keycloak
 	$(PYTHON) -m pytest -q tests/e2e
+
+## fuzz: the cargo-fuzz targets of tests/fuzz for FUZZ_SECONDS each (default 300), at low priority, from the
+##   committed seeds plus earlier finds; a crash fails with its input in tests/fuzz/artifacts/<target>/.
+##   FUZZ_TARGETS picks some. fuzz-smoke (part of `make test`): a few seconds each. See tests/fuzz/README.md.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS       ?= token_verify jwks_parse plugin_config policy_eval host_protocol convert_yaml
+FUZZ_SECONDS       ?= 300
+FUZZ_SMOKE_SECONDS ?= 4
+.PHONY: fuzz fuzz-smoke fuzz-tool
+fuzz-tool:
+	@[ "$$($(CARGO) fuzz --version 2>/dev/null)" = "cargo-fuzz $(CARGO_FUZZ_VERSION)" ] || \
+	  $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+
+fuzz: fuzz-tool
+	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-tool
+	tests/fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 ## run: local demo (Envoy + filter + real Keycloak + echo backend); Ctrl-C stops everything.
 ##   IDP=dev: the dev IdP (tests/e2e/idp.py) instead of Keycloak. DEMO_ARGS: see tests/e2e/demo.py --help.
@@ -154,6 +172,7 @@ push: oci
 
 lint: $(VENV)/.setup-done
 	$(CARGO) fmt --check
+	$(CARGO) fmt --check --manifest-path tests/fuzz/Cargo.toml
 	$(CARGO) clippy --locked --all-targets --features cli -- -D warnings
 ifeq ($(BUILD_TOOLCHAIN),debian)
 	$(DEBIAN_CARGO) clippy --locked --lib --target $(TARGET) $(BUILD_STD) -- -D warnings

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus of the fuzz targets (tests/fuzz/corpus/<target>/) and the fixed
+JWKS the token target verifies against (tests/fuzz/fixtures/jwks.json), from real inputs in this
+repository only:
+
+  token_verify   every token of tests/conformance/jwt-vectors, and Keycloak-shaped tokens of the dev IdP's
+                 realm (tests/e2e/idp.py over istio/keycloak/realm-myrealm.json), one per signing alg
+  jwks_parse     every JWKS of the conformance vectors, and the realm's JWKS as the dev IdP serves it
+                 (normal, keycloak_default, weak_rsa)
+  plugin_config  the pluginConfig of every WasmPlugin in istio/, the e2e authorization cases
+                 (tests/e2e/authz_cases.py) and the benchmark's configuration
+  convert_yaml   the converter's test inputs (tests/converter/*/input*) and istio/**/*.yaml
+  host_protocol  VerifySignatureArguments/Result messages for the realm's keys
+
+fixtures/tokens.json: the realm tokens (valid against fixtures/jwks.json at the targets' fixed time).
+fixtures/jwks.json: the realm's JWKS plus the 12 conformance keys used by the most valid vectors, so
+those vectors' tokens verify (tokens of other keys still exercise everything up to the signature). The realm's keys are generated here (fresh private keys that are thrown away): running this again
+changes every realm seed and the JWKS together. Keycloak-shaped tokens expire in 2100.
+
+    .venv/bin/python tests/fuzz/make_corpus.py      (needs the e2e requirements: cryptography, PyJWT, PyYAML)
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+import yaml  # noqa: E402
+
+import idp  # noqa: E402
+
+CORPUS = HERE / "corpus"
+FIXTURES = HERE / "fixtures"
+EXTRA_KEYS = 12
+FAR_FUTURE = 4102444800  # 2100-01-01
+
+
+def write_seeds(target: str, items: list[bytes]) -> int:
+    d = CORPUS / target
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    seen = set()
+    for data in items:
+        h = hashlib.sha1(data).hexdigest()
+        if h not in seen:
+            seen.add(h)
+            (d / h).write_bytes(data)
+    return len(seen)
+
+
+def vectors() -> list[dict]:
+    out = []
+    for f in sorted(glob.glob(str(REPO / "tests/conformance/jwt-vectors/*.json"))):
+        data = json.loads(Path(f).read_text())
+        if isinstance(data, list):
+            out.extend(data)
+    return out
+
+
+def usable(jwk: dict) -> bool:
+    """A rough pre-filter (meshgate decides at load): signature keys of the families it verifies."""
+    if jwk.get("use") not in (None, "sig"):
+        return False
+    kty = jwk.get("kty")
+    if kty == "RSA":
+        n = jwk.get("n", "")
+        return len(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))) >= 256
+    if kty == "EC":
+        return jwk.get("crv", "P-256") in ("P-256", "P-384", "P-521")
+    return kty == "OKP" and jwk.get("crv") == "Ed25519"
+
+
+def varint(v: int) -> bytes:
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def field(num: int, data: bytes) -> bytes:
+    return varint(num << 3 | 2) + varint(len(data)) + data
+
+
+def main() -> int:
+    exports = idp.load_exports(str(REPO / "istio/keycloak/realm-myrealm.json"), [])
+    server = idp.IdP(exports, idp.DEFAULT_ISSUER_BASE, idp.DEFAULT_ISSUER_BASE)
+    realm = server.realms[server.default_realm]
+    realm_jwks = realm.jwks("normal")
+
+    # Keycloak-shaped tokens, one per alg the realm signs with, plus a service-account token.
+    realm_tokens = []
+    for alg in idp.SIGNING_ALGS:
+        spec = {"alg": alg, "claims": {"exp": FAR_FUTURE, "iat": 1700000000}}
+        realm_tokens.append(idp.mint(server, spec, "127.0.0.1")["token"])
+    realm_tokens.append(idp.mint(server, {"service_account": True, "claims": {"exp": FAR_FUTURE}},
+                                 "127.0.0.1")["token"])
+
+    vs = vectors()
+    keys = list(realm_jwks["keys"])
+    # The conformance keys that the most valid vectors use: every token is tried against every key
+    # without a kid, so a large set would slow the target down tenfold (measured: 65 keys 220
+    # executions/s, the realm's 11 keys 3,900/s).
+    uses: dict[str, int] = {}
+    for v in vs:
+        if v.get("expect") == "valid":
+            for k in v["jwks"].get("keys", []):
+                if usable(k):
+                    s = json.dumps(k, sort_keys=True)
+                    uses[s] = uses.get(s, 0) + 1
+    ranked = sorted(uses, key=lambda s: (-uses[s], s))
+    keys += [json.loads(s) for s in ranked[:EXTRA_KEYS]]
+    FIXTURES.mkdir(exist_ok=True)
+    (FIXTURES / "jwks.json").write_text(json.dumps({"keys": keys}, indent=1) + "\n")
+    # One valid token per alg (and the service-account one), for the JWKS target's verification.
+    (FIXTURES / "tokens.json").write_text(json.dumps(realm_tokens, indent=1) + "\n")
+
+    n = write_seeds("token_verify", [v["token"].encode() for v in vs] + [t.encode() for t in realm_tokens])
+    print(f"token_verify: {n} seeds; fixtures/jwks.json: {len(keys)} keys")
+
+    jwks_docs = [json.dumps(v["jwks"]).encode() for v in vs]
+    for mode in ("normal", "keycloak_default"):
+        jwks_docs.append(json.dumps(realm.jwks(mode)).encode())
+    rs = next(k for k in realm_jwks["keys"] if k.get("alg") == "RS256")
+    weak = [dict(rs, kid="weak-1024", n=idp.b64u(bytes([0xC7]) * 128)),
+            dict(rs, kid="weak-big-e", e=idp.b64u(((1 << 33) + 1).to_bytes(5, "big")))]
+    jwks_docs.append(json.dumps({"keys": realm_jwks["keys"] + weak}).encode())
+    print(f"jwks_parse: {write_seeds('jwks_parse', jwks_docs)} seeds")
+
+    configs = []
+    yamls = []
+    for f in sorted(glob.glob(str(REPO / "istio/**/*.yaml"), recursive=True)):
+        text = Path(f).read_text()
+        yamls.append(text.encode())
+        for doc in yaml.safe_load_all(text):
+            if isinstance(doc, dict) and doc.get("kind") == "WasmPlugin":
+                configs.append(json.dumps(doc.get("spec", {}).get("pluginConfig", {})).encode())
+    import authz_cases
+
+    iss = realm.issuer
+    for s in authz_cases.POLICY_SETS + authz_cases.ISTIO_VALID_SETS + authz_cases.INVALID_SETS:
+        rules = getattr(s, "jwt_rules", None) or [authz_cases.DEFAULT_RULE]
+        text = json.dumps({"jwtRules": rules, "policies": s.policies})
+        text = text.replace("{ISS}", iss).replace("{ISS_OTHER}", iss.replace("myrealm", "otherrealm"))
+        text = text.replace("{PORT}", "8080").replace("{ALICE_SUB}", "a-1").replace("{BOB_SUB}", "b-2")
+        configs.append(text.encode())
+    sys.path.insert(0, str(REPO / "tests" / "bench"))
+    import bench
+
+    configs.append(json.dumps({"jwtRules": [{"issuer": iss, "jwks": json.dumps(realm_jwks),
+                                             "audiences": ["my-backend-client"]}],
+                               "policies": [{k: v for k, v in bench.REFERENCE_POLICY.items() if k != "namespace"}],
+                               "tokenCacheSize": 10}).encode())
+    print(f"plugin_config: {write_seeds('plugin_config', configs)} seeds")
+
+    for f in sorted(glob.glob(str(REPO / "tests/converter/*/input*"))):
+        yamls.append(Path(f).read_bytes())
+    print(f"convert_yaml: {write_seeds('convert_yaml', yamls)} seeds")
+
+    msgs = []
+    token = realm_tokens[0]
+    signing_input, _, sig = token.rpartition(".")
+    for k in realm.keys:
+        if k.use == "sig":
+            msgs.append(field(1, b"sha256") + field(2, k.spki_der) + field(3, idp.b64u_decode(sig))
+                        + field(4, signing_input.encode()))
+    msgs += [b"\x08\x01", b"\x12\x08mismatch", b""]
+    print(f"host_protocol: {write_seeds('host_protocol', msgs)} seeds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
