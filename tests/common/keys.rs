@@ -27,6 +27,14 @@ impl Key {
                "x": b64url_encode(point.x().unwrap()), "y": b64url_encode(point.y().unwrap())})
     }
 
+    /// A compact JWS over these exact header and payload bytes (any JSON, or none), validly
+    /// signed with ES256: what the verifier refuses then is the content, not the signature.
+    pub fn sign_bytes(&self, header: &[u8], payload: &[u8]) -> String {
+        let input = format!("{}.{}", b64url_encode(header), b64url_encode(payload));
+        let sig: Signature = self.sk.sign(input.as_bytes());
+        format!("{input}.{}", b64url_encode(&sig.to_bytes()))
+    }
+
     pub fn sign(&self, claims: Value) -> String {
         let header = json!({"alg":"ES256","typ":"JWT","kid":self.kid});
         let input = format!(
