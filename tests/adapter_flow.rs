@@ -39,7 +39,10 @@ struct MockHost {
     refuse: BTreeSet<String>,
     /// Request contexts that still exist.
     live: BTreeSet<u32>,
+    /// The effective context (`enter`): where replies, resumes and header changes go.
     current: Option<u32>,
+    /// Set while a request-context callback (on_http_request_headers) runs.
+    in_request_callback: bool,
     events: BTreeMap<u32, Vec<Event>>,
     /// Host actions taken outside any request context (must stay empty).
     stray: Vec<Event>,
@@ -80,8 +83,11 @@ impl Host for MockHost {
         self.now
     }
     fn dispatch(&mut self, call: &HttpCall) -> Result<u32, String> {
-        assert_eq!(
-            self.current, None,
+        // The host makes every call on the root context, whatever the effective context
+        // (proxy-wasm-cpp-host `http_call`: `WASM_CONTEXT(..)->root_context()`), so a root
+        // callback may send after entering a request; a request callback must not send at all.
+        assert!(
+            !self.in_request_callback,
             "calls are sent from root callbacks only"
         );
         if self.refuse.contains(&call.cluster) {
@@ -153,6 +159,7 @@ impl Proxy {
         let ctx = self.next_ctx;
         self.host.live.insert(ctx);
         self.host.current = Some(ctx);
+        self.host.in_request_callback = true;
         let req = RequestAttrs {
             method: "GET".into(),
             path: "/data".into(),
@@ -163,6 +170,7 @@ impl Proxy {
         };
         let v = self.vm.on_request(&mut self.host, ctx, req);
         self.host.current = None;
+        self.host.in_request_callback = false;
         (ctx, v)
     }
 
@@ -172,6 +180,7 @@ impl Proxy {
         let ctx = self.next_ctx;
         self.host.live.insert(ctx);
         self.host.current = Some(ctx);
+        self.host.in_request_callback = true;
         let req = RequestAttrs {
             method: "GET".into(),
             path: "/data".into(),
@@ -182,6 +191,7 @@ impl Proxy {
         };
         let v = self.vm.on_request(&mut self.host, ctx, req);
         self.host.current = None;
+        self.host.in_request_callback = false;
         (ctx, v)
     }
 
@@ -547,4 +557,95 @@ fn a_refused_token_call_answers_the_waiting_request_at_once() {
     p.tick(T0 + 1_501);
     assert!(matches!(p.host.events(ctx), [Event::Replied(503, _)]));
     assert_eq!(p.host.metrics.get("meshgate.egress.backend.denied"), 2);
+}
+
+#[test]
+fn a_request_that_ends_while_waiting_is_forgotten() {
+    let issuer = format!("{BASE}/a");
+    let mut p = Proxy::new(json!({"jwtRules": [{"issuer": issuer, "timeout": "2s"}]}));
+    let ka = Key::new("ka", 1);
+    let (gone, v) = p.request(&ka.sign(claims(&issuer, T0)));
+    assert_eq!(v, Verdict::Pause);
+    let (kept, _) = p.request(&ka.sign(claims(&issuer, T0)));
+    assert_eq!(p.vm.waiting(), 2);
+    // The client hangs up: the stream is destroyed while the request waits.
+    p.done(gone);
+    assert_eq!(p.vm.waiting(), 1);
+    let (token, _) = p.host.call_to("/realms/a/.well-known");
+    p.respond(token, Some(200), &discovery_doc("a"));
+    let (token, _) = p.host.call_to("/realms/a/protocol");
+    p.respond(token, Some(200), &jwks(&[&ka]));
+    assert_eq!(
+        p.host.events(gone),
+        &[],
+        "nothing is done for a context that is gone"
+    );
+    assert!(resumed_and_forwarded(p.host.events(kept)));
+    // Nor does its deadline fire later.
+    p.tick(T0 + 10_000);
+    assert_eq!(p.host.events(gone), &[]);
+    assert_eq!(p.host.metrics.get("meshgate.allowed"), 1);
+    assert_eq!(p.host.metrics.get("meshgate.denied.jwks_unavailable"), 0);
+    assert!(p.host.stray.is_empty());
+}
+
+#[test]
+fn a_response_for_an_unknown_token_changes_nothing() {
+    let issuer = format!("{BASE}/a");
+    let mut p = Proxy::new(json!({"jwtRules": [{"issuer": issuer,
+        "jwksUri": format!("{issuer}/protocol/openid-connect/certs")}]}));
+    let ka = Key::new("ka", 1);
+    let (ctx, _) = p.request(&ka.sign(claims(&issuer, T0)));
+    let sent = p.host.sent.len();
+    // A token never handed out (or already answered): a JWKS that would let the request through,
+    // and a failure that would fail it; neither may be taken for the real call.
+    p.respond(9_999, Some(200), &jwks(&[&ka]));
+    p.respond(9_998, Some(500), b"");
+    assert_eq!(p.host.events(ctx), &[]);
+    assert_eq!(p.vm.waiting(), 1);
+    assert_eq!(p.host.sent.len(), sent, "no call sent because of them");
+    assert_eq!(p.host.metrics.get("meshgate.jwks_fetch.ok"), 0);
+    assert_eq!(p.host.metrics.get("meshgate.jwks_fetch.failed"), 0);
+    // The real response still counts, once; a repeat of it is an unknown token too.
+    let (token, _) = p.host.call_to("/certs");
+    p.respond(token, Some(200), &jwks(&[&ka]));
+    assert!(resumed_and_forwarded(p.host.events(ctx)));
+    p.respond(token, Some(500), b"");
+    assert_eq!(p.host.metrics.get("meshgate.jwks_fetch.ok"), 1);
+    assert_eq!(p.host.metrics.get("meshgate.jwks_fetch.failed"), 0);
+    assert!(p.host.stray.is_empty());
+}
+
+#[test]
+fn a_request_paused_again_keeps_its_first_deadline() {
+    let issuer = format!("{BASE}/a");
+    let mut p = Proxy::new(json!({"jwtRules": [{"issuer": issuer, "timeout": "2s",
+        "jwksUri": format!("{issuer}/protocol/openid-connect/certs")}]}));
+    let (ka, kb) = (Key::new("ka", 1), Key::new("kb", 2));
+    // Paused at T0 for the configure-time fetch.
+    let (ctx, v) = p.request(&kb.sign(claims(&issuer, T0)));
+    assert_eq!(v, Verdict::Pause);
+    // At +1.5 s the keys arrive without kb: woken, the kid misses, a refetch starts, paused again.
+    p.host.now = T0 + 1_500;
+    let (token, _) = p.host.call_to("/certs");
+    p.respond(token, Some(200), &jwks(&[&ka]));
+    assert_eq!(p.host.events(ctx), &[], "paused again, not answered");
+    assert_eq!(p.vm.waiting(), 1);
+    p.tick(T0 + 1_501);
+    assert_eq!(p.host.sent.len(), 2, "the refetch was sent");
+    // The wait ends 2 s after the FIRST pause, not 2 s after the second.
+    p.tick(T0 + 1_999);
+    assert_eq!(p.host.events(ctx), &[]);
+    p.tick(T0 + 2_000);
+    assert_eq!(
+        p.host.events(ctx),
+        &[Event::Replied(401, "Jwks remote fetch is failed".into())]
+    );
+    assert_eq!(p.vm.waiting(), 0);
+    // The refetch's late answer (with kb) wakes nobody and serves the next request.
+    let (token, _) = p.host.call_to("/certs");
+    p.respond(token, Some(200), &jwks(&[&ka, &kb]));
+    assert_eq!(p.host.events(ctx).len(), 1);
+    let (_, v) = p.request(&kb.sign(claims(&issuer, T0)));
+    assert_eq!(v, Verdict::Continue);
 }
