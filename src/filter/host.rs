@@ -33,11 +33,23 @@ fn property_addr(path: &[&str]) -> Option<SocketAddr> {
         .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0)))
 }
 
+/// Bytes as text, invalid UTF-8 sequences replaced by U+FFFD (no copy when already valid).
+pub fn utf8_lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Reads the request attributes the engine needs: all headers, and only the connection
 /// properties some policy reads (each is a host call on the request path).
 pub fn request_attrs(needs: ConnectionNeeds) -> RequestAttrs {
     let mut req = RequestAttrs::default();
-    for (mut name, value) in hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default() {
+    // Values as bytes: HTTP allows obs-text (0x80-0xFF) in header values, and the SDK's
+    // `get_map` panics on a value that is not UTF-8 (one such request would trap the VM and
+    // fail every later request). Invalid sequences become U+FFFD; a JWT is ASCII, so the
+    // extracted token stops there, as Envoy's extractor stops at the first non-JWT byte.
+    for (mut name, value) in
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+    {
+        let value = utf8_lossy(value);
         match name.as_str() {
             ":method" => req.method = value,
             ":path" => req.path = value,

@@ -130,10 +130,11 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        // Bytes: the SDK's string getter panics on a value that is not UTF-8.
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten()
-            .and_then(|s| s.parse::<u32>().ok());
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u32>().ok());
         // One byte past the limit is enough for the core to say "too large" (not "not JSON").
         let body = if body_size > 0 {
             let len = body_size.min(MAX_CALL_RESPONSE_BYTES + 1);
