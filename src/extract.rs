@@ -12,23 +12,25 @@ pub struct Extracted<'a> {
     pub location: usize,
 }
 
-/// Characters a compact JWS can contain (base64url, dots, tolerated padding).
+/// Characters that start a token: base64url and the dot (Envoy's `ConstantBase64UrlEncodingCharsPlusDot`).
 fn is_jwt_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=')
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
-/// After the prefix, skip non-JWT characters and take the next run of JWT characters, so
-/// `x-token: {"jwt": "eyJ..."}` with prefix `"jwt": ` works the way it does in Envoy.
+/// Envoy's `extractJWT` (jwt_authn extractor.cc, 1.40): after the prefix, skip to the first
+/// base64url character or dot; the token is the REST of the value, so trailing characters stay
+/// and make it malformed (`Bearer <jwt>,x` is refused, not read as `<jwt>`). When nothing after the
+/// prefix can start a token, the whole value is the token (Envoy's backwards compatibility): an
+/// `Authorization: Bearer !!!` is a malformed token (401), not a request without one.
 fn after_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     if prefix.is_empty() {
         return Some(value.trim());
     }
     let start = value.find(prefix)? + prefix.len();
-    let rest = &value[start..];
-    let begin = rest.find(is_jwt_char)?;
-    let rest = &rest[begin..];
-    let end = rest.find(|c: char| !is_jwt_char(c)).unwrap_or(rest.len());
-    Some(&rest[..end])
+    Some(match value[start..].find(is_jwt_char) {
+        Some(i) => &value[start + i..],
+        None => value,
+    })
 }
 
 /// Every token present in the request, in location order. Every value of a repeated header is
@@ -208,15 +210,33 @@ mod tests {
     }
 
     #[test]
-    fn token_is_the_jwt_run_after_the_prefix() {
+    fn token_is_the_rest_of_the_value_from_its_first_jwt_character() {
+        // Envoy 1.40 (tests/e2e/test_attacks.py compares both): leading non-JWT characters are
+        // skipped, trailing ones stay in the token and make it malformed.
         assert_eq!(
-            after_prefix("Bearer   abc.def.ghi trailing", "Bearer "),
+            after_prefix("Bearer   abc.def.ghi", "Bearer "),
+            Some("abc.def.ghi")
+        );
+        assert_eq!(
+            after_prefix("Bearer abc.def.ghi,x", "Bearer "),
+            Some("abc.def.ghi,x")
+        );
+        assert_eq!(
+            after_prefix("Bearer abc.def.ghi trailing", "Bearer "),
+            Some("abc.def.ghi trailing")
+        );
+        assert_eq!(
+            after_prefix("Bearer =abc.def.ghi", "Bearer "),
             Some("abc.def.ghi")
         );
         assert_eq!(
             after_prefix(r#"{"jwt": "abc.def"}"#, r#""jwt":"#),
-            Some("abc.def")
+            Some(r#"abc.def"}"#)
         );
+        // Nothing that can start a token: the whole value, which then does not parse.
+        assert_eq!(after_prefix("Bearer !!!", "Bearer "), Some("Bearer !!!"));
+        assert_eq!(after_prefix("Bearer ", "Bearer "), Some("Bearer "));
+        assert_eq!(after_prefix("Basic abc", "Bearer "), None);
     }
 
     #[test]
