@@ -145,6 +145,25 @@ bench: build $(VENV)/.setup-done
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	$(PYTHON) tests/bench/bench.py --wasm $(CURDIR)/$(WASM) --out dist/bench.json $(BENCH_ARGS)
 
+## memtest: 1,000,000 distinct valid tokens through one Envoy worker; the Wasm VMs' linear memory and
+##   Envoy's RSS must stop growing once the token cache is full (tests/bench/memory.py; dist/memtest.json).
+##   MEMTEST_ARGS: e.g. --tokens 200000 --cache-size 100000. Mints the tokens once (~3 min), then ~5 min.
+## soak: SOAK_SECONDS (default 600) of mixed valid/invalid traffic with JWKS rotations; every response must be
+##   the expected status and body, and Envoy's RSS flat (tests/bench/soak.py; dist/soak.json). SOAK_ARGS.
+MEMTEST_ARGS ?=
+SOAK_SECONDS ?= 600
+SOAK_ARGS    ?=
+.PHONY: memtest soak wrk
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (Debian package)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
+memtest: build $(VENV)/.setup-done wrk
+	$(PYTHON) tests/bench/memory.py --wasm $(CURDIR)/$(WASM) --out dist/memtest.json $(MEMTEST_ARGS)
+
+soak: build $(VENV)/.setup-done
+	$(PYTHON) tests/bench/soak.py --wasm $(CURDIR)/$(WASM) --seconds $(SOAK_SECONDS) --out dist/soak.json $(SOAK_ARGS)
+
 ## oci: dist/meshgate.wasm as the two OCI image layouts Istio's WasmPlugin accepts, no daemon needed:
 ##   dist/oci/compat (one tar+gzip layer with plugin.wasm) and dist/oci/artifact (raw .wasm layer); prints the
 ##   manifest digests. Reproducible. OCI_BUILDER=buildah|docker builds the compat image with that tool instead.
