@@ -1,20 +1,11 @@
-//! `meshgate convert`'s input: any text as a Kubernetes YAML stream. The converter never panics,
-//! and every WasmPlugin it writes without an error carries a pluginConfig the filter loads.
-//!
-//! The converter is still a module of the `meshgate` binary on main (src/bin/meshgate/); it is
-//! compiled here from its files. When it becomes the library module `meshgate::convert` (branch
-//! design), replace the two `#[path]` modules by `use meshgate::convert;`.
+//! `meshgate convert`'s input (`meshgate::convert`, behind the `cli` feature): any text as a
+//! Kubernetes YAML stream. The converter never panics, and every WasmPlugin it writes without an
+//! error carries a pluginConfig the filter loads.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../../src/bin/meshgate/convert.rs"]
-mod convert;
-#[path = "../../../src/bin/meshgate/yamldoc.rs"]
-mod yamldoc;
-
-use convert::{Input, Options, OutputFormat};
 use libfuzzer_sys::fuzz_target;
 use meshgate::config::Settings;
+use meshgate::convert::{self, Input, Options, OutputFormat};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
