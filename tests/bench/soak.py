@@ -10,7 +10,7 @@ status and body:
 
   cached        the same valid lab token every time            200 ok
   unique        a pool of --unique valid lab tokens, cycled     200 ok (the pool outgrows the token cache)
-  realm         tokens the IdP signed with its current RS256 key 200 ok
+  realm         tokens the IdP signed with its current RS256 key 200 ok (valid for the whole run)
   expired       lab tokens expired an hour ago                   401 Jwt is expired
   bad_signature lab tokens with one signature byte flipped       401 Jwt verification fails
   unknown_kid   realm-issuer tokens with a kid nobody published  401 Jwks doesn't have key to match kid or alg ...
@@ -105,7 +105,7 @@ def _mint(args: tuple[bytes, str, int, int, int, str | None]) -> list[str]:
 class Traffic:
     """The token pools, shared between the senders and the rotation thread."""
 
-    def __init__(self, idp: harness.IdPProcess, unique: int):
+    def __init__(self, idp: harness.IdPProcess, unique: int, lifetime: int):
         import concurrent.futures as cf
 
         from cryptography.hazmat.primitives import serialization
@@ -133,12 +133,15 @@ class Traffic:
         self.bad_signature = [tamper(t) for t in self.unique[:100]]
         self.unknown_kid = _mint((stranger, idp.issuer(), 0, 100, now + 6 * 3600, "soak-unknown-{}"))
         self.idp = idp
+        # Realm tokens outlive the run (Keycloak's default is 300 s): an expired token is refused before
+        # its key is looked up, so it would not test a removed key.
+        self.lifetime = lifetime
         self.lock = threading.Lock()
         self.realm = self.mint_realm()
         self.removed: list[str] = []
 
     def mint_realm(self, n: int = 20) -> list[str]:
-        return [self.idp.mint(user=random.choice(["alice", "bob"])) for _ in range(n)]
+        return [self.idp.mint(user=random.choice(["alice", "bob"]), exp_in=self.lifetime) for _ in range(n)]
 
     def rotate(self, drop_old: bool, grace: float) -> None:
         """Rotation: the new key's tokens join after `grace`; with drop_old the old tokens expect 401 then."""
@@ -218,6 +221,7 @@ async def sender(port: int, traffic: Traffic, seed: int, deadline: float, counts
             counts[cls] += 1
             if got != EXPECTED[cls]:
                 counts["unexpected"] += 1
+                counts[f"unexpected.{cls}"] += 1
                 if len(bad) < 50:
                     bad.append({"class": cls, "want": EXPECTED[cls], "got": got, "t": round(time.monotonic(), 1)})
     finally:
@@ -256,7 +260,7 @@ def main() -> int:
     env = None
     stop = threading.Event()
     try:
-        traffic = Traffic(idp, args.unique)
+        traffic = Traffic(idp, args.unique, int(args.seconds) + 3600)
         realm_rule = {"issuer": idp.issuer(), "jwksUri": idp.jwks_uri(), "audiences": [AUD],
                       "kidRefetchCooldown": "1s"}
         config = {"jwtRules": [realm_rule, {"issuer": LAB_ISS, "jwks": traffic.lab_jwks, "audiences": [AUD]}],
@@ -319,7 +323,8 @@ def main() -> int:
     delta = {k.removeprefix("wasmcustom.meshgate."): after.get(k, 0) - before.get(k, 0) for k in after}
     problems = []
     if counts["unexpected"]:
-        problems.append(f"{counts['unexpected']} unexpected responses")
+        by_class = {c: counts[f"unexpected.{c}"] for c in WEIGHTS if counts[f"unexpected.{c}"]}
+        problems.append(f"{counts['unexpected']} unexpected responses {by_class}")
     if counts["transport_errors"]:
         problems.append(f"{counts['transport_errors']} transport errors")
     ok = counts["cached"] + counts["unique"] + counts["realm"]
