@@ -216,19 +216,24 @@ impl TokenStore {
                 reason,
                 rejected: false,
             }),
-            (Some(200), Phase::Token) => parse_token_response(body, sent_at, st.refresh_at)
-                .map(Some)
-                .map_err(|reason| Failure {
-                    reason,
-                    rejected: false,
-                }),
+            (Some(200), Phase::Token) => {
+                parse_token_response(body, sent_at, st.refresh_at, st.request.secret.expose())
+                    .map(Some)
+                    .map_err(|reason| Failure {
+                        reason,
+                        rejected: false,
+                    })
+            }
             (Some(s), Phase::Discovery) => Err(Failure {
                 reason: format!("discovery answered HTTP {s}"),
                 rejected: false,
             }),
             (Some(s), Phase::Token) => Err(Failure {
                 reason: scrub(
-                    &format!("token endpoint answered HTTP {s}{}", oauth_error(body)),
+                    &format!(
+                        "token endpoint answered HTTP {s}{}",
+                        oauth_error(body, st.request.secret.expose())
+                    ),
                     st.request.secret.expose(),
                 ),
                 rejected: matches!(s, 400 | 401 | 403),
@@ -321,7 +326,12 @@ impl TokenStore {
 /// RFC 6749 §5.1 success response → the held token. Lifetime from `expires_in`, else from the
 /// JWT `exp` of the access token; counted from when the request was sent (the token cannot be
 /// older), so it expires here no later than at the IdP.
-fn parse_token_response(body: &[u8], sent_at_ms: u64, refresh_at: f64) -> Result<Held, String> {
+fn parse_token_response(
+    body: &[u8],
+    sent_at_ms: u64,
+    refresh_at: f64,
+    secret: &str,
+) -> Result<Held, String> {
     if body.len() > MAX_RESPONSE_BYTES {
         return Err("token response is too large".into());
     }
@@ -348,7 +358,7 @@ fn parse_token_response(body: &[u8], sent_at_ms: u64, refresh_at: f64) -> Result
         None => {}
         Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
         Some(Value::String(t)) => {
-            return Err(format!("token_type {:?} is not Bearer", truncate(t)))
+            return Err(format!("token_type {:?} is not Bearer", clean(t, secret)))
         }
         Some(_) => return Err("token_type is not a string".into()),
     }
@@ -397,16 +407,16 @@ fn jwt_exp(token: &str) -> Option<u64> {
 
 /// ` <error>: <error_description>` of an RFC 6749 §5.2 error body, or `: <first line>` of a short
 /// text body (Envoy's own answers: `upstream request timeout`), bounded and printable.
-fn oauth_error(body: &[u8]) -> String {
+fn oauth_error(body: &[u8], secret: &str) -> String {
     let Ok(doc) = serde_json::from_slice::<Value>(body) else {
         return match std::str::from_utf8(body).map(|t| t.lines().next().unwrap_or("").trim()) {
             Ok(line) if !line.is_empty() && line.len() <= MAX_ERROR_TEXT => {
-                format!(": {}", truncate(line))
+                format!(": {}", clean(line, secret))
             }
             _ => String::new(),
         };
     };
-    let field = |k: &str| doc.get(k).and_then(Value::as_str).map(truncate);
+    let field = |k: &str| doc.get(k).and_then(Value::as_str).map(|v| clean(v, secret));
     match (field("error"), field("error_description")) {
         (Some(e), Some(d)) => format!(" {e}: {d}"),
         (Some(e), None) => format!(" {e}"),
@@ -414,9 +424,12 @@ fn oauth_error(body: &[u8]) -> String {
     }
 }
 
-fn truncate(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
+/// An IdP's text for a log line or a reply: printable, the secret redacted, bounded — in that
+/// order, so neither a control character inside the secret nor the cut can let part of it through.
+fn clean(s: &str, secret: &str) -> String {
+    let printable: String = s.chars().filter(|c| !c.is_control()).collect();
+    scrub(&printable, secret)
+        .chars()
         .take(MAX_ERROR_TEXT)
         .collect()
 }
@@ -639,6 +652,63 @@ mod tests {
             due.len(),
             1,
             "retried after the backoff: the secret may be fixed meanwhile"
+        );
+    }
+
+    #[test]
+    fn an_echoed_secret_is_redacted_before_the_text_is_cut() {
+        // Found while writing the fuzz target token_response: the error text was cut to 200 characters and
+        // then scrubbed, so a secret across the cut left its first characters in the reason (a
+        // log line and the 503 body); and control characters were dropped after the scrub, so a
+        // secret split by one came out whole.
+        let secret = "frontend-secret";
+        for (status, body) in [
+            (
+                401,
+                json!({"error": "invalid_client", "error_description": format!("{}{secret}", "x".repeat(190))}),
+            ),
+            (
+                401,
+                json!({"error": format!("{}{secret}", "y".repeat(195)), "error_description": "z"}),
+            ),
+            (
+                400,
+                json!({"error": "invalid_client", "error_description": "front\u{1}end-secret"}),
+            ),
+            (
+                200,
+                json!({"access_token": "t", "token_type": format!("{}{secret}", "w".repeat(190))}),
+            ),
+            (
+                200,
+                json!({"access_token": "t", "token_type": "frontend\u{7}-secret"}),
+            ),
+        ] {
+            let mut s = store(json!({}));
+            let due = s.due_fetches(T0);
+            let out = s.on_response(id(&due[0]), Some(status), body.to_string().as_bytes(), T0);
+            let reason = out.failed.unwrap().reason;
+            for window in secret.as_bytes().windows(6) {
+                let part = std::str::from_utf8(window).unwrap();
+                assert!(
+                    !reason.contains(part),
+                    "{part:?} of the secret in {reason:?}"
+                );
+            }
+            assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        }
+        // A text body (Envoy's own answers) is redacted too.
+        let mut s = store(json!({}));
+        let due = s.due_fetches(T0);
+        let out = s.on_response(
+            id(&due[0]),
+            Some(503),
+            b"no healthy upstream frontend-secret",
+            T0,
+        );
+        assert_eq!(
+            out.failed.unwrap().reason,
+            "token endpoint answered HTTP 503: no healthy upstream <redacted>"
         );
     }
 
