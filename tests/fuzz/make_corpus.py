@@ -11,13 +11,16 @@ repository only:
                  (tests/e2e/authz_cases.py) and the benchmark's configuration
   convert_yaml   the converter's test inputs (tests/converter/*/input*) and istio/**/*.yaml
   host_protocol  VerifySignatureArguments/Result messages for the realm's keys
+  token_response the egress token endpoint's answers as Keycloak gives them (client_credentials success,
+                 OAuth errors, Envoy's own text answers) and the realm's discovery document, each behind
+                 the target's two selector bytes (status, call)
 
 fixtures/tokens.json: the realm tokens (valid against fixtures/jwks.json at the targets' fixed time).
 fixtures/jwks.json: the realm's JWKS plus the 12 conformance keys used by the most valid vectors, so
 those vectors' tokens verify (tokens of other keys still exercise everything up to the signature). The realm's keys are generated here (fresh private keys that are thrown away): running this again
 changes every realm seed and the JWKS together. Keycloak-shaped tokens expire in 2100.
 
-    .venv/bin/python tests/fuzz/make_corpus.py      (needs the e2e requirements: cryptography, PyJWT, PyYAML)
+    .venv/bin/python tests/fuzz/make_corpus.py [TARGET...]   (default: all; needs the e2e requirements)
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ EXTRA_KEYS = 12
 FAR_FUTURE = 4102444800  # 2100-01-01
 
 
+ONLY = set(sys.argv[1:])
+
+
 def write_seeds(target: str, items: list[bytes]) -> int:
+    if ONLY and target not in ONLY:
+        return 0
     d = CORPUS / target
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
@@ -120,10 +128,11 @@ def main() -> int:
                     uses[s] = uses.get(s, 0) + 1
     ranked = sorted(uses, key=lambda s: (-uses[s], s))
     keys += [json.loads(s) for s in ranked[:EXTRA_KEYS]]
-    FIXTURES.mkdir(exist_ok=True)
-    (FIXTURES / "jwks.json").write_text(json.dumps({"keys": keys}, indent=1) + "\n")
-    # One valid token per alg (and the service-account one), for the JWKS target's verification.
-    (FIXTURES / "tokens.json").write_text(json.dumps(realm_tokens, indent=1) + "\n")
+    if not ONLY or "token_verify" in ONLY:
+        FIXTURES.mkdir(exist_ok=True)
+        (FIXTURES / "jwks.json").write_text(json.dumps({"keys": keys}, indent=1) + "\n")
+        # One valid token per alg (and the service-account one), for the JWKS target's verification.
+        (FIXTURES / "tokens.json").write_text(json.dumps(realm_tokens, indent=1) + "\n")
 
     n = write_seeds("token_verify", [v["token"].encode() for v in vs] + [t.encode() for t in realm_tokens])
     print(f"token_verify: {n} seeds; fixtures/jwks.json: {len(keys)} keys")
@@ -176,6 +185,23 @@ def main() -> int:
                         + field(4, signing_input.encode()))
     msgs += [b"\x08\x01", b"\x12\x08mismatch", b""]
     print(f"host_protocol: {write_seeds('host_protocol', msgs)} seeds")
+
+    # token_response: byte 0 picks the status (0: none, 1-3: 200, 4: 400, 5: 401, 7: 500, 8: 503),
+    # byte 1 the call (0: token, 1: discovery).
+    access = realm_tokens[-1]  # the service-account token
+    ok = {"access_token": access, "expires_in": 300, "refresh_expires_in": 0, "token_type": "Bearer",
+          "not-before-policy": 0, "scope": "profile email"}
+    answers = [
+        (1, 0, ok), (1, 0, {k: v for k, v in ok.items() if k != "expires_in"}),
+        (1, 0, dict(ok, expires_in="300")), (1, 0, dict(ok, token_type="DPoP")),
+        (5, 0, {"error": "unauthorized_client", "error_description": "Invalid client or Invalid client credentials"}),
+        (4, 0, {"error": "invalid_scope", "error_description": "Invalid scopes: openid backend"}),
+        (7, 0, {"error": "unknown_error"}),
+        (1, 1, idp.discovery(realm)), (1, 1, {"issuer": realm.issuer}),
+    ]
+    seeds = [bytes([st, ph]) + json.dumps(body).encode() for st, ph, body in answers]
+    seeds += [bytes([8, 0]) + b"no healthy upstream", bytes([0, 0]), bytes([8, 1]) + b"upstream request timeout"]
+    print(f"token_response: {write_seeds('token_response', seeds)} seeds")
     return 0
 
 
