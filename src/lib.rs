@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod http_target;
 pub mod identity;
+pub mod idp_text;
 mod json_path;
 pub mod jwks;
 pub mod jwt;

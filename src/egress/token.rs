@@ -424,22 +424,16 @@ fn oauth_error(body: &[u8], secret: &str) -> String {
     }
 }
 
-/// An IdP's text for a log line or a reply: printable, the secret redacted, bounded — in that
-/// order, so neither a control character inside the secret nor the cut can let part of it through.
+/// An IdP's text for a log line or a reply: printable, the secret redacted, bounded.
 fn clean(s: &str, secret: &str) -> String {
-    let printable: String = s.chars().filter(|c| !c.is_control()).collect();
-    scrub(&printable, secret)
-        .chars()
-        .take(MAX_ERROR_TEXT)
-        .collect()
+    crate::idp_text::sanitize(s, secret, |c| !c.is_control(), MAX_ERROR_TEXT)
 }
 
-/// Removes the secret from a text an IdP could have echoed it into.
 fn scrub(text: &str, secret: &str) -> String {
     if secret.is_empty() {
         text.to_string()
     } else {
-        text.replace(secret, "<redacted>")
+        text.replace(secret, crate::idp_text::REDACTED)
     }
 }
 

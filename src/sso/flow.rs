@@ -534,7 +534,7 @@ impl Sso {
             })
             .unwrap_or_default();
         if let Some(e) = error {
-            let e = token_response::safe_error_code(&e);
+            let e = token_response::safe_error_code(&e, client_secret(&cfg));
             log::info!("login failed at the identity provider: {e}");
             return self.deny(req, SsoError::ProviderError, Some(e), clear, cx.metrics);
         }
@@ -904,7 +904,8 @@ impl Sso {
                 if f.result.is_some() {
                     return Settled::default();
                 }
-                let outcome = token_response::parse(status, body, now_ms / 1000);
+                let outcome =
+                    token_response::parse(status, body, now_ms / 1000, client_secret(&self.cfg));
                 let what = match f.kind {
                     FlowKind::Exchange => "code exchange",
                     FlowKind::Refresh(_) => "refresh",
@@ -1262,6 +1263,11 @@ impl Sso {
 }
 
 /// `Authorization: Bearer ...` (the exact prefix jwtRules look for by default).
+/// The secret a token call sends, "" for a public client: what the provider's answers must not echo.
+fn client_secret(cfg: &OidcSettings) -> &str {
+    cfg.client_secret.as_ref().map_or("", |s| s.0.as_str())
+}
+
 fn has_bearer(req: &RequestAttrs) -> bool {
     req.headers
         .iter()

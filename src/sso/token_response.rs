@@ -33,14 +33,16 @@ pub enum TokenOutcome {
     Unavailable(String),
 }
 
-/// An OAuth error code as shown to the user and in logs: `[A-Za-z0-9_.-]`, at most 64
-/// characters (RFC 6749 allows more; nothing else is ever echoed).
-pub fn safe_error_code(code: &str) -> String {
-    let cleaned: String = code
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        .take(64)
-        .collect();
+/// An OAuth error code as shown to the user and in logs: `[A-Za-z0-9_.-]`, the client secret
+/// (reduced to those characters) replaced by `<redacted>`, at most 64 characters (RFC 6749 allows
+/// more; nothing else is ever echoed).
+pub fn safe_error_code(code: &str, client_secret: &str) -> String {
+    let cleaned = crate::idp_text::sanitize(
+        code,
+        client_secret,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'),
+        64,
+    );
     if cleaned.is_empty() {
         "unknown_error".into()
     } else {
@@ -52,8 +54,9 @@ fn lifetime(v: Option<f64>) -> Option<u64> {
     v.filter(|s| s.is_finite() && *s >= 0.0).map(|s| s as u64)
 }
 
-/// Interprets a token-endpoint response received at `now` (Unix seconds).
-pub fn parse(status: Option<u32>, body: &[u8], now: u64) -> TokenOutcome {
+/// Interprets a token-endpoint response received at `now` (Unix seconds) to a call that sent
+/// `client_secret` ("" for a public client): an error code that echoes it is redacted.
+pub fn parse(status: Option<u32>, body: &[u8], now: u64, client_secret: &str) -> TokenOutcome {
     let Some(status) = status else {
         return TokenOutcome::Unavailable("no response (timeout or connection failure)".into());
     };
@@ -76,7 +79,7 @@ pub fn parse(status: Option<u32>, body: &[u8], now: u64) -> TokenOutcome {
         if matches!(status, 400 | 401) {
             if let Some(e) = str_field("error") {
                 return TokenOutcome::Rejected {
-                    error: safe_error_code(&e),
+                    error: safe_error_code(&e, client_secret),
                 };
             }
         }
@@ -139,7 +142,7 @@ mod tests {
             jwt(1_250)
         );
         assert_eq!(
-            parse(Some(200), body.as_bytes(), 1_000),
+            parse(Some(200), body.as_bytes(), 1_000, ""),
             TokenOutcome::Ok(Tokens {
                 access_token: jwt(1_250),
                 access_exp: 1_250,
@@ -153,6 +156,7 @@ mod tests {
             Some(200),
             br#"{"access_token":"opaque","expires_in":60}"#,
             10,
+            "",
         ) else {
             panic!()
         };
@@ -160,7 +164,7 @@ mod tests {
             (t.access_exp, t.refresh_exp, t.refresh_token),
             (70, 0, None)
         );
-        let TokenOutcome::Ok(t) = parse(Some(200), br#"{"access_token":"opaque"}"#, 10) else {
+        let TokenOutcome::Ok(t) = parse(Some(200), br#"{"access_token":"opaque"}"#, 10, "") else {
             panic!()
         };
         assert_eq!(t.access_exp, 310);
@@ -172,14 +176,15 @@ mod tests {
             parse(
                 Some(400),
                 br#"{"error":"invalid_grant","error_description":"Code not valid"}"#,
-                0
+                0,
+                "s3cret"
             ),
             TokenOutcome::Rejected {
                 error: "invalid_grant".into()
             }
         );
         assert_eq!(
-            parse(Some(401), br#"{"error":"<script>x"}"#, 0),
+            parse(Some(401), br#"{"error":"<script>x"}"#, 0, "s3cret"),
             TokenOutcome::Rejected {
                 error: "scriptx".into()
             }
@@ -205,16 +210,47 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                parse(status, body, 0),
+                parse(status, body, 0, "s3cret"),
                 TokenOutcome::Unavailable(why.into()),
                 "{status:?}"
             );
         }
         let huge = vec![b' '; MAX_BODY_BYTES + 1];
         assert!(matches!(
-            parse(Some(200), &huge, 0),
+            parse(Some(200), &huge, 0, ""),
             TokenOutcome::Unavailable(_)
         ));
-        assert_eq!(safe_error_code(""), "unknown_error");
+        assert_eq!(safe_error_code("", "s3cret"), "unknown_error");
+    }
+
+    #[test]
+    fn an_echoed_client_secret_is_redacted_before_the_code_is_cut() {
+        // The error code is logged and shown on the login-failed page. A provider that echoes
+        // the client secret in it must not make meshgate show it, whole or in part: the code
+        // was cut to 64 characters and never scrubbed, and characters outside [A-Za-z0-9_.-]
+        // inside the secret were dropped, so no scrub of the raw secret would have matched.
+        let secret = "Fr0nt/end+S3cret";
+        for (error, want) in [
+            (
+                format!("invalid_client:{secret}"),
+                "invalid_client<redacted>".to_string(),
+            ),
+            (
+                format!("{}{secret}", "x".repeat(60)),
+                format!("{}<red", "x".repeat(60)),
+            ),
+            (
+                "bad Fr0nt end S3cret!".to_string(),
+                "bad<redacted>".to_string(),
+            ),
+        ] {
+            let body = serde_json::json!({ "error": error }).to_string();
+            assert_eq!(
+                parse(Some(401), body.as_bytes(), 0, secret),
+                TokenOutcome::Rejected { error: want }
+            );
+        }
+        // The callback's `error` parameter goes through the same function.
+        assert_eq!(safe_error_code("Fr0ntendS3cret", secret), "<redacted>");
     }
 }
