@@ -213,7 +213,8 @@ impl TokenStore {
                 None
             })
             .map_err(|reason| Failure {
-                reason,
+                // It quotes the document (an endpoint URL): bounded, secret redacted.
+                reason: clean(&reason, st.request.secret.expose()),
                 rejected: false,
             }),
             (Some(200), Phase::Token) => {
@@ -704,6 +705,23 @@ mod tests {
             out.failed.unwrap().reason,
             "token endpoint answered HTTP 503: no healthy upstream <redacted>"
         );
+    }
+
+    #[test]
+    fn a_discovery_document_cannot_put_the_secret_or_a_megabyte_in_the_reason() {
+        // Found by the fuzz target token_response: the discovered token_endpoint was quoted in
+        // the failure reason whole (unbounded, and with an echoed secret in it).
+        let mut s = store(json!({"tokenEndpoint": null, "issuer": "http://kc/realms/r"}));
+        let due = s.due_fetches(T0);
+        let doc = json!({"token_endpoint": format!("ftp://kc/{}frontend-secret{}", "a".repeat(20), "b".repeat(30_000))});
+        let out = s.on_response(id(&due[0]), Some(200), doc.to_string().as_bytes(), T0);
+        let reason = out.failed.unwrap().reason;
+        let start = format!(
+            "discovery token_endpoint: \"ftp://kc/{}<redacted>bbb",
+            "a".repeat(20)
+        );
+        assert!(reason.starts_with(&start), "{reason}");
+        assert_eq!(reason.chars().count(), 200);
     }
 
     #[test]

@@ -44,6 +44,8 @@ const EXCHANGE_RESULT_TTL_MS: u64 = 60_000;
 const WAIT_GRACE_MS: u64 = 1_000;
 /// Longest path (with query) remembered for the return after login; longer ones return to `/`.
 pub const MAX_RETURN_PATH: usize = 2048;
+/// Longest reason a failed discovery logs.
+const MAX_REASON_CHARS: usize = 200;
 const MIN_BACKOFF_MS: u64 = 1_000;
 const MAX_BACKOFF_MS: u64 = 10_000;
 
@@ -1225,7 +1227,20 @@ impl Sso {
         d.retry_at_ms = now_ms.saturating_add(backoff);
     }
 
+    /// The discovery answer, or why it is unusable: for a log line, so bounded, printable and
+    /// with the client secret redacted (it may quote the document).
     fn parse_discovery(&self, status: Option<u32>, body: &[u8]) -> Result<Discovered, String> {
+        self.read_discovery(status, body).map_err(|why| {
+            crate::idp_text::sanitize(
+                &why,
+                client_secret(&self.cfg),
+                |c| !c.is_control(),
+                MAX_REASON_CHARS,
+            )
+        })
+    }
+
+    fn read_discovery(&self, status: Option<u32>, body: &[u8]) -> Result<Discovered, String> {
         match status {
             None => return Err("no response (timeout or connection failure)".into()),
             Some(200) => {}
@@ -1262,12 +1277,12 @@ impl Sso {
     }
 }
 
-/// `Authorization: Bearer ...` (the exact prefix jwtRules look for by default).
 /// The secret a token call sends, "" for a public client: what the provider's answers must not echo.
 fn client_secret(cfg: &OidcSettings) -> &str {
     cfg.client_secret.as_ref().map_or("", |s| s.0.as_str())
 }
 
+/// `Authorization: Bearer ...` (the exact prefix jwtRules look for by default).
 fn has_bearer(req: &RequestAttrs) -> bool {
     req.headers
         .iter()
@@ -1325,6 +1340,42 @@ fn absolute(req: &RequestAttrs, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_discovery_failure_is_bounded_and_never_quotes_the_client_secret() {
+        // Its reason goes to a warning log line and quotes the document: an issuer of 60 KB
+        // was logged whole, and a client secret the provider echoed in it too.
+        let cfg = serde_json::json!({"jwtRules": [{"issuer": "http://kc/realms/r",
+            "jwksUri": "http://kc/realms/r/certs"}],
+            "oidc": {"issuer": "http://kc/realms/r", "clientId": "gw",
+            "clientSecret": "gw-secret", "cookieSecret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}});
+        let settings = match crate::config::Settings::from_json(cfg.to_string().as_bytes()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e:?}"),
+        };
+        let sso = Sso::new(settings.oidc.unwrap());
+        let issuer = format!("http://kc/gw-secret{}", "x".repeat(60_000));
+        let doc = serde_json::json!({ "issuer": issuer }).to_string();
+        let Err(why) = sso.parse_discovery(Some(200), doc.as_bytes()) else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            why,
+            format!(
+                "discovery document names issuer \"http://kc/<redacted>{}",
+                "x".repeat(200 - 53)
+            )
+        );
+        let doc = serde_json::json!({"issuer": "http://kc/realms/r",
+            "authorization_endpoint": "ftp://kc/gw-secret"});
+        let Err(why) = sso.parse_discovery(Some(200), doc.to_string().as_bytes()) else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            why,
+            "authorization_endpoint: \"ftp://kc/<redacted>\": scheme must be http or https"
+        );
+    }
 
     #[test]
     fn return_paths_stay_on_this_host() {
