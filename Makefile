@@ -115,7 +115,8 @@ test-e2e: build keycloak
 ##   committed seeds plus earlier finds; a crash fails with its input in tests/fuzz/artifacts/<target>/.
 ##   FUZZ_TARGETS picks some. fuzz-smoke (part of `make test`): a few seconds each. See tests/fuzz/README.md.
 CARGO_FUZZ_VERSION := 0.13.2
-FUZZ_TARGETS       ?= token_verify jwks_parse plugin_config policy_eval host_protocol token_response convert_yaml
+FUZZ_TARGETS       ?= token_verify jwks_parse plugin_config policy_eval host_protocol token_response sso_session \
+                      sso_token_response convert_yaml
 FUZZ_SECONDS       ?= 300
 FUZZ_SMOKE_SECONDS ?= 4
 .PHONY: fuzz fuzz-smoke fuzz-tool

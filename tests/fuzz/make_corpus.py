@@ -14,6 +14,12 @@ repository only:
   token_response the egress token endpoint's answers as Keycloak gives them (client_credentials success,
                  OAuth errors, Envoy's own text answers) and the realm's discovery document, each behind
                  the target's two selector bytes (status, call)
+  sso_session    Cookie headers with sessions (one cookie and chunked) and a pending login sealed under the
+                 target's fixed key (XChaCha20-Poly1305 from HChaCha20 in tests/e2e/test_sso_envoy.py and
+                 `cryptography`'s ChaCha20-Poly1305, the format as README.md documents it), and session /
+                 pending-login payloads of realm tokens for the seal modes
+  sso_token_response  the code-exchange and refresh answers as Keycloak gives them (tokens, invalid_grant,
+                 unauthorized_client, 5xx) behind the status selector byte
 
 fixtures/tokens.json: the realm tokens (valid against fixtures/jwks.json at the targets' fixed time).
 fixtures/jwks.json: the realm's JWKS plus the 12 conformance keys used by the most valid vectors, so
@@ -202,6 +208,71 @@ def main() -> int:
     seeds = [bytes([st, ph]) + json.dumps(body).encode() for st, ph, body in answers]
     seeds += [bytes([8, 0]) + b"no healthy upstream", bytes([0, 0]), bytes([8, 1]) + b"upstream request timeout"]
     print(f"token_response: {write_seeds('token_response', seeds)} seeds")
+
+    # sso_session: byte 0 picks the mode (0: raw Cookie header lines, 1: seal a session, 2: seal a
+    # pending login; 1 and 2 read 64 control bytes before the payload). The key, name and state
+    # are the target's constants.
+    from test_sso_envoy import _hchacha20
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    key, name = b"meshgate-fuzz-cookie-key-0000001", "meshgate_session"
+    state = "c3RhdGUtb2YtdGhlLWZ1enotc2VlZC1sb2dpbi0wMDA"
+
+    def seal(purpose: bytes, plain: bytes, nonce: bytes) -> str:
+        aad = b"meshgate\0\x01" + purpose
+        ct = ChaCha20Poly1305(_hchacha20(key, nonce[:16])).encrypt(b"\0" * 4 + nonce[16:], plain, aad)
+        return base64.urlsafe_b64encode(b"\x01" + nonce + ct).rstrip(b"=").decode()
+
+    lp8 = lambda b: bytes([len(b)]) + b  # noqa: E731
+    lp16 = lambda b: len(b).to_bytes(2, "big") + b  # noqa: E731
+
+    def session(access: str, refresh: str = "", id_token: str = "") -> bytes:
+        t = 1_800_000_000
+        return (b"S" + b"".join(v.to_bytes(8, "big") for v in (t, t, t + 300, t + 1800))
+                + lp16(access.encode()) + lp16(refresh.encode()) + lp16(id_token.encode()))
+
+    login = (b"L" + (1_800_000_000).to_bytes(8, "big") + lp8(state.encode())
+             + lp8(b"dmVyaWZpZXItb2YtdGhlLWZ1enotc2VlZC1sb2dpbi0wMDAwMDAwMDA") + lp8(b"bm9uY2UtMDAw")
+             + lp16(b"/app/page?x=1"))
+    small = session(realm_tokens[0])
+    big = session(realm_tokens[1], realm_tokens[2], realm_tokens[3])  # over one cookie: chunked
+    small_v = seal(b"session\0" + name.encode(), small, bytes(range(24)))
+    big_v = seal(b"session\0" + name.encode(), big, bytes(range(1, 25)))
+    login_v = seal(b"login\0" + state.encode(), login, bytes(range(2, 26)))
+    room = 3925  # MAX_SET_COOKIE_BYTES minus the chunk name and attributes
+    chunks = [big_v[i:i + room] for i in range(0, len(big_v), room)]
+    assert len(chunks) >= 2, len(big_v)
+    chunked = "; ".join(f"{name}.{i}={c}" for i, c in enumerate(chunks))
+    raw = [
+        f"{name}={small_v}",
+        f"theme=dark; {chunked}; lang=en",
+        "\n".join(f"{name}.{i}={c}" for i, c in reversed(list(enumerate(chunks)))),
+        f"{name}_login_{state[:16]}={login_v}; {name}={small_v}",
+        f"{name}={small_v[:-5]}AAAAA",
+        f"{name}=; {name}.0=; other={name}",
+    ]
+    control = bytes(range(64))
+    seeds = [b"\0" + r.encode() for r in raw]
+    seeds += [b"\1" + control + small, b"\1" + control + big, b"\1" + bytes(64) + b"",
+              b"\2" + control + login, b"\2" + bytes(64)]
+    print(f"sso_session: {write_seeds('sso_session', seeds)} seeds ({len(chunks)} chunks)")
+
+    # sso_token_response: byte 0 picks the status as in token_response.
+    user = realm_tokens[0]
+    exchange = {"access_token": user, "expires_in": 30, "refresh_expires_in": 1800, "refresh_token": realm_tokens[1],
+                "token_type": "Bearer", "id_token": realm_tokens[2], "not-before-policy": 0,
+                "session_state": "5f2c0e55-1c9e-4d0f-9a1c-0d4b1f3f2d11", "scope": "openid email profile"}
+    answers = [
+        (1, exchange), (1, dict(exchange, refresh_expires_in=0)), (1, {"access_token": "opaque"}),
+        (1, dict(exchange, expires_in="30")), (1, dict(exchange, token_type="DPoP")),
+        (4, {"error": "invalid_grant", "error_description": "Code not valid"}),
+        (4, {"error": "invalid_grant", "error_description": "Token is not active"}),
+        (5, {"error": "unauthorized_client", "error_description": "Invalid client or Invalid client credentials"}),
+        (7, {"error": "unknown_error"}),
+    ]
+    seeds = [bytes([st]) + json.dumps(body).encode() for st, body in answers]
+    seeds += [bytes([8]) + b"no healthy upstream", bytes([0]), bytes([1]) + b"<html>"]
+    print(f"sso_token_response: {write_seeds('sso_token_response', seeds)} seeds")
     return 0
 
 
