@@ -326,6 +326,8 @@ fn request(r: &Request) -> RequestAttrs {
         destination_port: r.destination_port,
         source_principal: r.source_principal.as_ref().map(Val::text),
         sni: r.sni.as_ref().map(Val::text),
+        // Policies judge the requests a workload receives.
+        outbound: false,
     }
 }
 
