@@ -1247,14 +1247,26 @@ impl Sso {
             Some(s) => return Err(format!("HTTP status {s}")),
         }
         let doc = discovery_document(body)?;
+        // Values are quoted raw (not Debug-escaped) so that parse_discovery's filter and redaction see
+        // the characters the provider sent: an escaped control character would hide a secret.
         let field = |name: &str| doc.get(name).and_then(|v| v.as_str());
         // OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.
         if field("issuer") != Some(self.cfg.issuer.as_str()) {
             return Err(format!(
-                "discovery document names issuer {:?}, not {:?}",
+                "discovery document names issuer \"{}\", not \"{}\"",
                 field("issuer").unwrap_or(""),
                 self.cfg.issuer
             ));
+        }
+        // A URL with control characters is unusable, and http_target's message would escape them.
+        for name in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "end_session_endpoint",
+        ] {
+            if field(name).is_some_and(|u| u.chars().any(char::is_control)) {
+                return Err(format!("{name} holds control characters"));
+            }
         }
         let url = |name: &str| -> Result<Option<String>, String> {
             match field(name) {
@@ -1375,6 +1387,21 @@ mod tests {
             why,
             "authorization_endpoint: \"ftp://kc/<redacted>\": scheme must be http or https"
         );
+        // A secret echoed with a control character inside: filtered, then redacted, never escaped.
+        let doc = serde_json::json!({ "issuer": "http://kc/gw\u{1}-secret" }).to_string();
+        let Err(why) = sso.parse_discovery(Some(200), doc.as_bytes()) else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            why,
+            "discovery document names issuer \"http://kc/<redacted>\", not \"http://kc/realms/r\""
+        );
+        let doc = serde_json::json!({"issuer": "http://kc/realms/r",
+            "authorization_endpoint": "http://kc/gw\u{1}-secret"});
+        let Err(why) = sso.parse_discovery(Some(200), doc.to_string().as_bytes()) else {
+            panic!("accepted")
+        };
+        assert_eq!(why, "authorization_endpoint holds control characters");
     }
 
     #[test]
