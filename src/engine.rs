@@ -475,9 +475,25 @@ impl Engine {
             metrics.increment(Metric::TokenCacheHit);
             return TokenResult::Valid(hit);
         }
-        if settings.token_cache_size > 0 {
+        let result = self.verify_uncached(token, allowed_rules, now_ms, crypto);
+        // A request that waits for keys runs again once they settle: count its miss then, so
+        // each request counts at most one.
+        if settings.token_cache_size > 0 && !matches!(result, TokenResult::Wait(..)) {
             metrics.increment(Metric::TokenCacheMiss);
         }
+        result
+    }
+
+    /// Full verification of a token that is not in the cache (a valid one is cached).
+    fn verify_uncached(
+        &mut self,
+        token: &str,
+        allowed_rules: &[usize],
+        now_ms: u64,
+        crypto: &dyn SignatureBackend,
+    ) -> TokenResult {
+        let settings = self.settings.clone();
+        let now = now_ms / 1000;
         let jwt = match jwt::parse(token, crate::config::MAX_TOKEN_BYTES) {
             Ok(j) => j,
             Err(e) => return TokenResult::Invalid(e),

@@ -339,8 +339,8 @@ fn token_cache_hits_reapply_time_and_die_with_the_key() {
     }
     assert_eq!(
         run.m.get("meshgate.token_cache.miss"),
-        2,
-        "the warm-up token and this one"
+        1,
+        "this token (the warm-up request waited and was never run again)"
     );
     assert_eq!(run.m.get("meshgate.token_cache.hit"), 4);
     // Past exp (and past the skew) the entry is gone and full verification rejects it.
@@ -358,6 +358,25 @@ fn token_cache_hits_reapply_time_and_die_with_the_key() {
     };
     assert_eq!(w.on, vec![WaitKey::Keys(0)]);
     assert_eq!(w.calls.len(), 1, "one kid-miss refetch");
+}
+
+#[test]
+fn a_request_that_waited_for_keys_counts_one_cache_miss() {
+    let key = Key::new("k1", 7);
+    let mut run = Run::new(json!({"jwtRules": [remote_rule()]}));
+    let t = key.sign(claims(ISS));
+    let Decision::Wait(Wait { calls: f, .. }) = run.req(&get(Some(&t)), NOW) else {
+        panic!("first request must wait for keys")
+    };
+    assert_eq!(run.m.get("meshgate.token_cache.miss"), 0, "not decided yet");
+    run.respond(&f[0], Some(200), &jwks(&[&key]), NOW);
+    // The runtime runs the paused request again once its keys settled.
+    assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
+    assert_eq!(run.m.get("meshgate.token_cache.miss"), 1);
+    assert_eq!(run.m.get("meshgate.token_cache.hit"), 0);
+    assert_eq!(status(&run.req(&get(Some(&t)), NOW)), 200);
+    assert_eq!(run.m.get("meshgate.token_cache.miss"), 1);
+    assert_eq!(run.m.get("meshgate.token_cache.hit"), 1);
 }
 
 #[test]
