@@ -155,12 +155,30 @@ pub fn send_reply(reply: &Reply) {
     }
 }
 
+/// A defined proxy-wasm counter and the increments not yet handed to the host.
+#[derive(Clone, Copy)]
+struct Counter {
+    id: u32,
+    pending: u64,
+}
+
+type Slots<const N: usize> = [Option<Counter>; N];
+
 /// proxy-wasm counters, defined on first use. Ids are kept by [`Slot`] (an array index, or the
 /// policy name and kind) so counting on the request path neither formats nor hashes a stat name.
+///
+/// Increments are batched per VM (one VM per Envoy worker) and handed to Envoy by [`flush`] at
+/// the end of every root callback — the tick comes every 0.5 s — so a counter may lag the
+/// requests it counts by up to a tick (about 0.5 s; under 1 s) and the request path makes no
+/// host call for counting.
+///
+/// [`flush`]: HostMetrics::flush
 pub struct HostMetrics {
-    fixed: [Option<u32>; FIXED_SLOTS + 1],
-    policy: HashMap<Box<str>, [Option<u32>; POLICY_KINDS], FixedState>,
-    egress: HashMap<Box<str>, [Option<u32>; EGRESS_KINDS], FixedState>,
+    fixed: Slots<{ FIXED_SLOTS + 1 }>,
+    policy: HashMap<Box<str>, Slots<POLICY_KINDS>, FixedState>,
+    egress: HashMap<Box<str>, Slots<EGRESS_KINDS>, FixedState>,
+    /// Some increment is waiting for [`HostMetrics::flush`].
+    dirty: bool,
 }
 
 impl Default for HostMetrics {
@@ -169,13 +187,14 @@ impl Default for HostMetrics {
             fixed: [None; FIXED_SLOTS + 1],
             policy: HashMap::default(),
             egress: HashMap::default(),
+            dirty: false,
         }
     }
 }
 
-fn define(name: &str) -> Option<u32> {
+fn define(name: &str) -> Option<Counter> {
     match hostcalls::define_metric(MetricType::Counter, name) {
-        Ok(id) => Some(id),
+        Ok(id) => Some(Counter { id, pending: 0 }),
         Err(e) => {
             log::warn!("cannot define metric {name}: {e:?}");
             None
@@ -184,13 +203,17 @@ fn define(name: &str) -> Option<u32> {
 }
 
 impl HostMetrics {
-    fn id(&mut self, metric: Metric<'_>) -> Option<u32> {
+    fn counter(&mut self, metric: Metric<'_>) -> Option<&mut Counter> {
         let cached = match metric.slot() {
             Slot::Fixed(i) => self.fixed.get_mut(i)?,
             Slot::Policy(p, kind) => {
                 // One lookup for a counter already defined (the request path).
-                if let Some(Some(id)) = self.policy.get(p).and_then(|ids| ids.get(kind)) {
-                    return Some(*id);
+                if self
+                    .policy
+                    .get(p)
+                    .is_some_and(|c| matches!(c.get(kind), Some(Some(_))))
+                {
+                    return self.policy.get_mut(p)?.get_mut(kind)?.as_mut();
                 }
                 self.policy
                     .entry(p.into())
@@ -198,8 +221,12 @@ impl HostMetrics {
                     .get_mut(kind)?
             }
             Slot::Egress(t, kind) => {
-                if let Some(Some(id)) = self.egress.get(t).and_then(|ids| ids.get(kind)) {
-                    return Some(*id);
+                if self
+                    .egress
+                    .get(t)
+                    .is_some_and(|c| matches!(c.get(kind), Some(Some(_))))
+                {
+                    return self.egress.get_mut(t)?.get_mut(kind)?.as_mut();
                 }
                 self.egress
                     .entry(t.into())
@@ -210,7 +237,7 @@ impl HostMetrics {
         if cached.is_none() {
             *cached = define(&metric.name());
         }
-        *cached
+        cached.as_mut()
     }
 
     /// Defines the fixed counters up front so they show up as 0 before the first event (the
@@ -227,7 +254,7 @@ impl HostMetrics {
             .into_iter()
             .chain(AuthnError::ALL.into_iter().map(Metric::Denied))
         {
-            self.id(m);
+            self.counter(m);
         }
         if sso {
             for m in SsoEvent::ALL
@@ -235,7 +262,7 @@ impl HostMetrics {
                 .map(Metric::Sso)
                 .chain(SsoError::ALL.into_iter().map(Metric::SsoDenied))
             {
-                self.id(m);
+                self.counter(m);
             }
         }
     }
@@ -244,16 +271,37 @@ impl HostMetrics {
     pub fn register_egress<'a>(&mut self, targets: impl Iterator<Item = &'a str>) {
         for t in targets {
             for e in EgressEvent::ALL {
-                self.id(Metric::Egress(t, e));
+                self.counter(Metric::Egress(t, e));
             }
+        }
+    }
+
+    /// Hands the batched increments to Envoy: one host call per counter that changed.
+    pub fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let counters = self
+            .fixed
+            .iter_mut()
+            .chain(self.policy.values_mut().flat_map(|c| c.iter_mut()))
+            .chain(self.egress.values_mut().flat_map(|c| c.iter_mut()))
+            .flatten();
+        for c in counters.filter(|c| c.pending > 0) {
+            if let Err(e) = hostcalls::increment_metric(c.id, c.pending as i64) {
+                log::warn!("cannot increment metric {}: {e:?}", c.id);
+            }
+            c.pending = 0;
         }
     }
 }
 
 impl MetricSink for HostMetrics {
     fn increment(&mut self, metric: Metric<'_>) {
-        if let Some(id) = self.id(metric) {
-            let _ = hostcalls::increment_metric(id, 1);
+        if let Some(c) = self.counter(metric) {
+            c.pending += 1;
+            self.dirty = true;
         }
     }
 }

@@ -152,6 +152,7 @@ impl Context for Root {
             metrics: &mut s.metrics,
         };
         s.vm.on_call_response(&mut host, token_id, status, &body);
+        s.metrics.flush();
     }
 }
 
@@ -229,6 +230,7 @@ impl RootContext for Root {
             metrics: &mut s.metrics,
         };
         s.vm.on_configure(&mut host);
+        s.metrics.flush();
         true
     }
 
@@ -240,6 +242,8 @@ impl RootContext for Root {
             metrics: &mut s.metrics,
         };
         s.vm.on_tick(&mut host);
+        // Counters of the requests since the last tick reach Envoy now (see `HostMetrics`).
+        s.metrics.flush();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

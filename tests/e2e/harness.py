@@ -350,6 +350,9 @@ def require_meshgate_wasm() -> str:
     return str(p)
 
 
+# How long meshgate's counters may lag the requests they count: its tick period (0.5 s) plus margin.
+COUNTER_FLUSH_WAIT_S = 1.0
+
 _base_ids = itertools.count(random.randrange(1000, 1 << 20) * 16)
 
 
@@ -388,6 +391,10 @@ class EnvoyProcess:
         return self.request("GET", path, token=token, **kw)
 
     def stats(self, prefix: str = "") -> dict[str, int]:
+        """Stats by prefix. meshgate's counters (`wasmcustom.*`) are batched per worker and reach Envoy
+        on the filter's next tick (every 0.5 s), so those are read once a flush has surely happened."""
+        if prefix == "" or prefix.startswith("wasmcustom"):
+            time.sleep(COUNTER_FLUSH_WAIT_S)
         return envoy_stats(self.admin_port, prefix)
 
     def log(self) -> str:
