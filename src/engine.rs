@@ -524,7 +524,7 @@ impl Engine {
         };
         match verify_signature(&jwt, &keys, crypto) {
             Ok(k) => {
-                let entry = Rc::new(verified_token(rule_idx, rule, &jwt, k.fingerprint));
+                let entry = Rc::new(verified_token(rule_idx, rule, jwt, k.fingerprint));
                 self.cache.insert(token, entry.clone());
                 TokenResult::Valid(entry)
             }
@@ -742,15 +742,22 @@ pub fn realm(req: &RequestAttrs) -> String {
 fn verified_token(
     rule_idx: usize,
     rule: &JwtRule,
-    jwt: &UntrustedJwt<'_>,
+    jwt: UntrustedJwt<'_>,
     key_fingerprint: [u8; 32],
 ) -> VerifiedToken {
+    // The parsed token is used up here: its claims move into the identity, uncopied.
+    let UntrustedJwt {
+        payload,
+        payload_b64,
+        claims,
+        ..
+    } = jwt;
     let identity = Identity {
         issuer: rule.issuer.clone(),
-        subject: jwt.claims.sub.clone().unwrap_or_default(),
-        audiences: jwt.claims.aud.clone(),
-        presenter: jwt.claims.azp.clone(),
-        claims: Rc::new(jwt.payload.clone()),
+        subject: claims.sub.unwrap_or_default(),
+        audiences: claims.aud,
+        presenter: claims.azp,
+        claims: Rc::new(payload),
         space_delimited_claims: rule.space_delimited.clone(),
     };
     let mut outputs = Vec::new();
@@ -762,15 +769,15 @@ fn verified_token(
     if let Some(h) = &rule.payload_header {
         outputs.push((
             Rc::from(h.as_str()),
-            Rc::from(jwt.payload_b64.trim_end_matches('=')),
+            Rc::from(payload_b64.trim_end_matches('=')),
         ));
     }
     VerifiedToken {
         rule: rule_idx,
         identity,
         outputs,
-        exp: jwt.claims.exp,
-        nbf: jwt.claims.nbf,
+        exp: claims.exp,
+        nbf: claims.nbf,
         key_fingerprint,
     }
 }
