@@ -18,18 +18,6 @@ use meshgate::sso::token_response::{parse, TokenOutcome};
 use serde_json::Value;
 
 const SECRET: &str = "Fr0ntend-S3cr3t.gw";
-const STATUSES: [Option<u32>; 10] = [
-    None,
-    Some(200),
-    Some(200),
-    Some(200),
-    Some(400),
-    Some(401),
-    Some(403),
-    Some(500),
-    Some(503),
-    Some(302),
-];
 const REASONS: [&str; 6] = [
     "no response (timeout or connection failure)",
     "token response is not JSON",
@@ -66,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&s, body)) = data.split_first() else {
         return;
     };
-    let status = STATUSES[usize::from(s) % STATUSES.len()];
+    let status = shared::token_status(s);
     let now = shared::NOW;
     let outcome = parse(status, body, now, SECRET);
     assert_eq!(

@@ -14,18 +14,6 @@ use meshgate::egress::{config::compile, EgressTargetConfig, TokenLookup, TokenSt
 use serde_json::{json, Value};
 
 const SECRET: &str = "s3cr3t-Fr0nt3nd";
-const STATUSES: [Option<u32>; 10] = [
-    None,
-    Some(200),
-    Some(200),
-    Some(200),
-    Some(400),
-    Some(401),
-    Some(403),
-    Some(500),
-    Some(503),
-    Some(302),
-];
 
 fn store(discovery: bool) -> TokenStore {
     let mut t = json!({"name": "backend", "hosts": ["backend"], "clientId": "frontend",
@@ -97,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    let status = STATUSES[usize::from(s) % STATUSES.len()];
+    let status = shared::token_status(s);
     let discovery = phase & 1 == 1;
     let now = shared::NOW_MS;
     let mut tokens = store(discovery);

@@ -44,3 +44,22 @@ pub fn verify_both(jwt: &UntrustedJwt<'_>, keys: &KeySet) -> Result<[u8; 32], Au
     );
     wasm
 }
+
+/// A token endpoint's HTTP status (or no response) picked by an input byte: success weighted three
+/// times, the refusals and failures an IdP gives, and a redirect.
+const TOKEN_STATUSES: [Option<u32>; 10] = [
+    None,
+    Some(200),
+    Some(200),
+    Some(200),
+    Some(400),
+    Some(401),
+    Some(403),
+    Some(500),
+    Some(503),
+    Some(302),
+];
+
+pub fn token_status(pick: u8) -> Option<u32> {
+    TOKEN_STATUSES[usize::from(pick) % TOKEN_STATUSES.len()]
+}
