@@ -26,7 +26,12 @@ fn after_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     if prefix.is_empty() {
         return Some(value.trim());
     }
-    let start = value.find(prefix)? + prefix.len();
+    // The usual case without building a substring searcher (the first match is at 0 either way).
+    let start = if value.starts_with(prefix) {
+        prefix.len()
+    } else {
+        value.find(prefix)? + prefix.len()
+    };
     Some(match value[start..].find(is_jwt_char) {
         Some(i) => &value[start + i..],
         None => value,

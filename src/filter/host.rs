@@ -46,9 +46,9 @@ pub fn request_attrs(needs: ConnectionNeeds) -> RequestAttrs {
     // `get_map` panics on a value that is not UTF-8 (one such request would trap the VM and
     // fail every later request). Invalid sequences become U+FFFD; a JWT is ASCII, so the
     // extracted token stops there, as Envoy's extractor stops at the first non-JWT byte.
-    for (mut name, value) in
-        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
-    {
+    let map = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+    req.headers.reserve_exact(map.len());
+    for (mut name, value) in map {
         let value = utf8_lossy(value);
         match name.as_str() {
             ":method" => req.method = value,
