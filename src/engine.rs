@@ -7,7 +7,7 @@ use crate::config::{JwtRule, LocationKind, Settings};
 use crate::egress::{self, Step, TokenStore};
 use crate::error::{AuthnError, Denial, Reply};
 use crate::extract::extract;
-use crate::identity::Identity;
+use crate::identity::{Identity, PolicyMemo};
 use crate::jwks::{KeyLookup, KeyStore};
 use crate::jwt::crypto::SignatureBackend;
 use crate::jwt::verify::{check_claims, check_time, verify_signature, ClaimRules};
@@ -759,6 +759,7 @@ fn verified_token(
         presenter: claims.azp,
         claims: Rc::new(payload),
         space_delimited_claims: rule.space_delimited.clone(),
+        memo: PolicyMemo::default(),
     };
     let mut outputs = Vec::new();
     for ch in &rule.claim_headers {

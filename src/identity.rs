@@ -1,6 +1,7 @@
 //! The verified identity a valid token yields: what the authorization engine matches on.
 
 use serde_json::{Map, Value};
+use std::cell::Cell;
 use std::rc::Rc;
 
 /// One verified JWT. Cheap to clone (claims are shared).
@@ -19,6 +20,55 @@ pub struct Identity {
     /// Top-level claims that are split on spaces when matched (`scope`, `permission`,
     /// plus the rule's `spaceDelimitedClaims`).
     pub space_delimited_claims: Rc<[String]>,
+    /// Outcomes of the policy conditions that read only the token.
+    pub memo: PolicyMemo,
+}
+
+/// Outcomes of the policy conditions that read only the token (claims, `requestPrincipals`), kept
+/// with the identity: a cached token's are evaluated on its first request, then read from here
+/// (claim lookups and string matches were ~13 % of a cache hit in V8). Conditions are numbered by
+/// the compiled policy set that evaluates them (`owner`); another set starts afresh.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyMemo {
+    owner: Cell<u64>,
+    known: Cell<u64>,
+    value: Cell<u64>,
+}
+
+/// Not part of who the identity is.
+impl PartialEq for PolicyMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl PolicyMemo {
+    /// Conditions one policy set can number (the rest are evaluated every time).
+    pub const SLOTS: u8 = 64;
+
+    /// The outcome of condition `slot` of policy set `owner` (never 0), evaluated once.
+    pub(crate) fn get_or(&self, owner: u64, slot: u8, evaluate: impl FnOnce() -> bool) -> bool {
+        if self.owner.get() != owner {
+            self.owner.set(owner);
+            self.known.set(0);
+            self.value.set(0);
+        }
+        let bit = 1u64 << (slot % Self::SLOTS);
+        if self.known.get() & bit != 0 {
+            return self.value.get() & bit != 0;
+        }
+        let outcome = evaluate();
+        self.known.set(self.known.get() | bit);
+        if outcome {
+            self.value.set(self.value.get() | bit);
+        }
+        outcome
+    }
+
+    /// How many conditions have a kept outcome.
+    pub fn known(&self) -> u32 {
+        self.known.get().count_ones()
+    }
 }
 
 impl Identity {

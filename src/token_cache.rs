@@ -195,6 +195,7 @@ mod tests {
                 presenter: None,
                 claims: Rc::new(Map::new()),
                 space_delimited_claims: Rc::from(vec![]),
+                memo: Default::default(),
             },
             outputs: vec![],
             exp,

@@ -287,7 +287,11 @@ impl Compiler {
         }
         let any_of = self.values(attr, &names.0, values);
         let none_of = self.values(attr, &names.1, not_values);
-        Some(Cond { any_of, none_of })
+        Some(Cond {
+            any_of,
+            none_of,
+            memo: None,
+        })
     }
 
     fn values(&mut self, attr: &Attr, path: &str, values: &[String]) -> Vec<Pred> {

@@ -41,11 +41,12 @@ pub use config::{
 };
 
 use crate::error::ConfigError;
-use crate::identity::Identity;
+use crate::identity::{Identity, PolicyMemo};
 use crate::request::RequestAttrs;
 pub use rule::ConnectionNeeds;
 use rule::{Ctx, Rule};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Policy name reported when ALLOW policies exist but none matched (no real policy decided).
 /// Envoy logs this case as `rbac_access_denied_matched_policy[none]`; a name in angle brackets
@@ -124,6 +125,26 @@ pub struct Policies {
     all: Vec<Policy>,
     has_enforced_allow: bool,
     needs: ConnectionNeeds,
+    memo_owner: MemoOwner,
+}
+
+/// Tells policy sets apart in the identities' [`PolicyMemo`]s: each compiled set gets its own
+/// number (from 1; clones share it, and number their conditions the same way).
+#[derive(Debug, Clone, Copy)]
+struct MemoOwner(u64);
+
+impl Default for MemoOwner {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        MemoOwner(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Which set numbered the conditions is not part of what the set decides.
+impl PartialEq for MemoOwner {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Compiles and validates `policies`; `path` prefixes error paths (`policies[0].rules[1]...`).
@@ -132,7 +153,21 @@ pub struct Policies {
 /// # Errors
 /// One [`ConfigError`] per invalid field, with its full path.
 pub fn compile(policies: &[PolicyConfig], path: &str) -> Result<Policies, Vec<ConfigError>> {
-    let all = compile::compile_policies(policies, path)?;
+    let mut all = compile::compile_policies(policies, path)?;
+    let token_only = all
+        .iter_mut()
+        .flat_map(|p| &mut p.rules)
+        .flat_map(|r| {
+            r.from
+                .iter_mut()
+                .chain(&mut r.to)
+                .flatten()
+                .chain(&mut r.when)
+        })
+        .filter(|c| c.reads_only_the_token());
+    for (slot, cond) in (0..PolicyMemo::SLOTS).zip(token_only) {
+        cond.memo = Some(slot);
+    }
     let has_enforced_allow = all.iter().any(|p| p.action == Action::Allow && !p.dry_run);
     let mut needs = ConnectionNeeds::default();
     for rule in all.iter().flat_map(|p| &p.rules) {
@@ -142,6 +177,7 @@ pub fn compile(policies: &[PolicyConfig], path: &str) -> Result<Policies, Vec<Co
         all,
         has_enforced_allow,
         needs,
+        memo_owner: MemoOwner::default(),
     })
 }
 
@@ -151,7 +187,11 @@ impl Policies {
     /// matchers do when the jwt_authn payload is absent.
     #[must_use]
     pub fn evaluate(&self, req: &RequestAttrs, identity: Option<&Identity>) -> AuthzResult {
-        let ctx = Ctx { req, id: identity };
+        let ctx = Ctx {
+            req,
+            id: identity,
+            owner: self.memo_owner.0,
+        };
         let enforced = |action| {
             self.all
                 .iter()

@@ -11,6 +11,8 @@ use std::borrow::Cow;
 pub(crate) struct Ctx<'a> {
     pub req: &'a RequestAttrs,
     pub id: Option<&'a Identity>,
+    /// The policy set evaluating (see [`crate::identity::PolicyMemo`]).
+    pub owner: u64,
 }
 
 /// A compiled Istio rule: ANY `from` AND ANY `to` AND ALL `when` (an empty list matches).
@@ -73,12 +75,29 @@ fn all(conds: &[Cond], ctx: Ctx<'_>) -> bool {
 pub(crate) struct Cond {
     pub any_of: Vec<Pred>,
     pub none_of: Vec<Pred>,
+    /// Its slot in the identity's [`crate::identity::PolicyMemo`], when it reads only the token.
+    pub memo: Option<u8>,
 }
 
 impl Cond {
     fn matches(&self, ctx: Ctx<'_>) -> bool {
+        match (self.memo, ctx.id) {
+            (Some(slot), Some(id)) => id.memo.get_or(ctx.owner, slot, || self.evaluate(ctx)),
+            _ => self.evaluate(ctx),
+        }
+    }
+
+    fn evaluate(&self, ctx: Ctx<'_>) -> bool {
         (self.any_of.is_empty() || self.any_of.iter().any(|p| p.matches(ctx)))
             && !self.none_of.iter().any(|p| p.matches(ctx))
+    }
+
+    /// Whether its outcome depends on the verified token alone.
+    pub(crate) fn reads_only_the_token(&self) -> bool {
+        self.any_of
+            .iter()
+            .chain(&self.none_of)
+            .all(|p| matches!(p, Pred::Claim { .. } | Pred::RequestPrincipal { .. }))
     }
 }
 

@@ -82,6 +82,7 @@ fn identity(claims: &str) -> Identity {
         presenter: text("azp"),
         space_delimited_claims: Rc::from(vec!["scope".to_string(), "permission".to_string()]),
         claims: Rc::new(claims),
+        memo: PolicyMemo::default(),
     }
 }
 
@@ -488,7 +489,8 @@ fn check(row: &Row) -> Result<(), String> {
     let id = row.token.map(identity);
     let got = policies.evaluate(&req, id.as_ref()).decision;
     // The adapter reads only the connection properties the policies need; a request without the
-    // others must decide the same.
+    // others must decide the same. (This second evaluation also reads the token-only outcomes
+    // the first one kept in the identity's memo.)
     let needs = policies.connection_needs();
     let mut lazy = req.clone();
     if !needs.remote_ip {
@@ -548,6 +550,76 @@ fn semantics_table() {
         rows.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn token_only_conditions_are_evaluated_once_per_identity_and_policy_set() {
+    let policies = compiled(&allow(
+        r#"{"to": [{"operation": {"methods": ["GET"]}}],
+            "when": [{"key": "request.auth.claims[email]", "values": ["user@example.com"]},
+                     {"key": "request.auth.principal", "values": ["http://keycloak.keycloak.svc.cluster.local/realms/myrealm/user-1"]}]}"#,
+    ));
+    let id = identity(TOKEN);
+    let mut post = base_request();
+    post.method = "POST".into();
+    assert_eq!(
+        policies.evaluate(&base_request(), Some(&id)).decision,
+        AuthzDecision::Allow {
+            by: Some(RuleRef {
+                policy: Rc::from("p"),
+                rule: Some(0)
+            })
+        }
+    );
+    assert_eq!(
+        id.memo.known(),
+        2,
+        "the two token-only conditions, not the method"
+    );
+    assert!(
+        matches!(
+            policies.evaluate(&post, Some(&id)).decision,
+            AuthzDecision::Deny { .. }
+        ),
+        "the method is evaluated for every request"
+    );
+    assert!(matches!(
+        policies.evaluate(&base_request(), Some(&id)).decision,
+        AuthzDecision::Allow { .. }
+    ));
+
+    // Another set numbers its conditions from 0 too: its outcomes are not read from the first's.
+    let other = compiled(&when(
+        "request.auth.claims[email]",
+        r#"["someone@else.com"]"#,
+    ));
+    assert!(matches!(
+        other.evaluate(&base_request(), Some(&id)).decision,
+        AuthzDecision::Deny { .. }
+    ));
+    assert_eq!(id.memo.known(), 1);
+    assert!(matches!(
+        policies.evaluate(&base_request(), Some(&id)).decision,
+        AuthzDecision::Allow { .. }
+    ));
+}
+
+#[test]
+fn token_only_conditions_past_the_memo_slots_are_evaluated_each_time() {
+    // 70 `when` conditions that read only the token; the last one does not match.
+    let mut conds: Vec<String> = (0..69)
+        .map(|_| r#"{"key": "request.auth.claims[sub]", "values": ["user-1"]}"#.to_string())
+        .collect();
+    conds.push(r#"{"key": "request.auth.claims[sub]", "values": ["user-2"]}"#.to_string());
+    let policies = compiled(&allow(&format!(r#"{{"when": [{}]}}"#, conds.join(","))));
+    let id = identity(TOKEN);
+    for _ in 0..2 {
+        assert!(matches!(
+            policies.evaluate(&base_request(), Some(&id)).decision,
+            AuthzDecision::Deny { .. }
+        ));
+    }
+    assert_eq!(id.memo.known(), u32::from(PolicyMemo::SLOTS));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use meshgate::authz::{
     compile, Action, AuthzDecision, ConditionConfig, FromConfig, OperationConfig, PolicyConfig,
     RuleConfig, SourceConfig, ToConfig,
 };
-use meshgate::identity::Identity;
+use meshgate::identity::{Identity, PolicyMemo};
 use meshgate::request::RequestAttrs;
 use serde_json::{Map, Value};
 use std::net::{IpAddr, Ipv4Addr};
@@ -350,6 +350,7 @@ fn identity(t: &Token) -> Identity {
         presenter: t.azp.as_ref().map(Val::text),
         claims: Rc::new(claims),
         space_delimited_claims: Rc::from(vec!["scope".to_string(), "permission".to_string()]),
+        memo: PolicyMemo::default(),
     }
 }
 
