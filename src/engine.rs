@@ -10,7 +10,7 @@ use crate::extract::extract;
 use crate::identity::{Identity, PolicyMemo};
 use crate::jwks::{KeyLookup, KeyStore};
 use crate::jwt::crypto::SignatureBackend;
-use crate::jwt::verify::{check_claims, check_time, verify_signature, ClaimRules};
+use crate::jwt::verify::{check_claims, verify_signature, ClaimRules, TimeWindow};
 use crate::jwt::{self, UntrustedJwt};
 use crate::metrics::{EgressEvent, Metric, MetricSink};
 use crate::request::RequestAttrs;
@@ -469,7 +469,7 @@ impl Engine {
                 return TokenResult::Invalid(AuthnError::UnknownIssuer);
             }
             let skew = settings.rules[hit.rule].clock_skew_secs;
-            if let Err(e) = check_time(hit.exp, hit.nbf, now, skew) {
+            if let Err(e) = TimeWindow::new(hit.exp, hit.nbf, skew).check(now) {
                 return TokenResult::Invalid(e);
             }
             metrics.increment(Metric::TokenCacheHit);

@@ -72,6 +72,36 @@ pub fn check_time(
     Ok(())
 }
 
+/// [`check_time`]'s window as two integers, for tokens already verified: a cache hit checks the
+/// time on every request, and jwt-compact's check converts each instant to a calendar date
+/// (~10 % of the engine's work on a hit). Tested equal to [`check_time`] for any `now` before
+/// the year 4000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    not_before: u64,
+    expires_after: u64,
+}
+
+impl TimeWindow {
+    pub fn new(exp: Option<u64>, nbf: Option<u64>, skew: u64) -> TimeWindow {
+        let skew = skew.min(MAX_LEEWAY_SECS);
+        TimeWindow {
+            not_before: nbf.map_or(0, |n| n.saturating_sub(skew)),
+            expires_after: exp.map_or(u64::MAX, |e| e.saturating_add(skew)),
+        }
+    }
+
+    pub fn check(&self, now: u64) -> Result<(), AuthnError> {
+        if now < self.not_before {
+            Err(AuthnError::NotYetValid)
+        } else if now > self.expires_after {
+            Err(AuthnError::Expired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Issuer, time, audience and token-type checks (everything but the signature).
 pub fn check_claims(
     jwt: &UntrustedJwt<'_>,
@@ -191,5 +221,62 @@ mod tests {
             Err(AuthnError::NotYetValid)
         );
         assert_eq!(check_time(Some(u64::MAX), Some(0), 5, u64::MAX), Ok(()));
+    }
+
+    #[test]
+    fn time_window_agrees_with_check_time() {
+        // Instants up to chrono's range and past it, and every `now` around each bound.
+        let chrono_max = DateTime::<Utc>::MAX_UTC.timestamp() as u64;
+        let instants = [
+            0,
+            1,
+            59,
+            60,
+            61,
+            100,
+            1_800_000_000,
+            chrono_max - 1,
+            chrono_max,
+            chrono_max + 1,
+            i64::MAX as u64,
+            u64::MAX,
+        ];
+        let skews = [
+            0,
+            1,
+            60,
+            MAX_LEEWAY_SECS - 1,
+            MAX_LEEWAY_SECS,
+            MAX_LEEWAY_SECS + 1,
+            u64::MAX,
+        ];
+        let claims = std::iter::once(None).chain(instants.iter().copied().map(Some));
+        let year_4000 = 64_060_588_800;
+        let mut compared = 0;
+        for exp in claims.clone() {
+            for nbf in claims.clone() {
+                for skew in skews {
+                    let window = TimeWindow::new(exp, nbf, skew);
+                    let bounds = [exp, nbf, Some(0), Some(1_800_000_000)]
+                        .into_iter()
+                        .flatten();
+                    for b in bounds {
+                        for d in [0, 1, skew, skew.saturating_add(1), skew.saturating_sub(1)] {
+                            for now in [b.saturating_sub(d), b.saturating_add(d)] {
+                                if now < year_4000 {
+                                    assert_eq!(
+                                        window.check(now),
+                                        check_time(exp, nbf, now, skew),
+                                        "exp {exp:?} nbf {nbf:?} skew {skew} now {now}"
+                                    );
+                                    compared += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 10_000, "{compared}");
     }
 }
