@@ -165,10 +165,7 @@ impl Engine {
                 let bearer: Rc<str> = format!("Bearer {}", pass.access_token).into();
                 // What the token checks and policies see is what the upstream will get: the
                 // session's token, and the cookies without ours.
-                let mut with_token = req.clone();
-                with_token
-                    .headers
-                    .retain(|(n, _)| n != "authorization" && n != "cookie");
+                let mut with_token = req.clone_without_headers(&["authorization", "cookie"]);
                 if let Some(c) = pass.cookie.as_ref().filter(|c| !c.is_empty()) {
                     with_token.headers.push(("cookie".into(), c.clone()));
                 }

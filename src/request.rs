@@ -33,6 +33,29 @@ pub struct RequestAttrs {
 }
 
 impl RequestAttrs {
+    /// A copy without the headers named in `without` (which are never copied: a session's
+    /// cookie header can be kilobytes).
+    pub fn clone_without_headers(&self, without: &[&str]) -> RequestAttrs {
+        RequestAttrs {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            host: self.host.clone(),
+            scheme: self.scheme.clone(),
+            headers: self
+                .headers
+                .iter()
+                .filter(|(n, _)| !without.contains(&n.as_str()))
+                .cloned()
+                .collect(),
+            remote_ip: self.remote_ip,
+            destination_ip: self.destination_ip,
+            destination_port: self.destination_port,
+            source_principal: self.source_principal.clone(),
+            sni: self.sni.clone(),
+            outbound: self.outbound,
+        }
+    }
+
     /// First value of a header (name in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -69,5 +92,40 @@ impl RequestAttrs {
         let i = p.find("/ns/")?;
         let rest = &p[i + 4..];
         Some(rest.split('/').next().unwrap_or(rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_without_headers_is_a_clone_minus_those_headers() {
+        let req = RequestAttrs {
+            method: "GET".into(),
+            path: "/a?b".into(),
+            host: "h".into(),
+            scheme: "https".into(),
+            headers: vec![
+                ("cookie".into(), "a=1".into()),
+                ("accept".into(), "*/*".into()),
+                ("authorization".into(), "Bearer x".into()),
+                ("cookie".into(), "b=2".into()),
+            ],
+            remote_ip: "10.0.0.1".parse().ok(),
+            destination_ip: "10.0.0.2".parse().ok(),
+            destination_port: Some(8080),
+            source_principal: Some("spiffe://td/ns/n/sa/s".into()),
+            sni: Some("h".into()),
+            outbound: true,
+        };
+        let mut want = req.clone();
+        want.headers
+            .retain(|(n, _)| n != "authorization" && n != "cookie");
+        assert_eq!(
+            req.clone_without_headers(&["authorization", "cookie"]),
+            want
+        );
+        assert_eq!(req.clone_without_headers(&[]), req);
     }
 }
