@@ -138,18 +138,9 @@ impl Engine {
         if req.outbound && !self.settings.egress.is_empty() {
             return self.egress_request(req, now_ms, metrics);
         }
-        let step = match self.sso.as_mut() {
+        let step = match self.sso_stage(crypto, now_ms, metrics) {
             None => return self.decide(req, now_ms, crypto, metrics),
-            Some(sso) => {
-                let mut cx = sso::Ctx {
-                    keys: &mut self.keys,
-                    crypto,
-                    rng: &mut *self.random,
-                    now_ms,
-                    metrics: &mut *metrics,
-                };
-                sso.on_request(req, &mut state.sso, &mut cx)
-            }
+            Some((sso, mut cx)) => sso.on_request(req, &mut state.sso, &mut cx),
         };
         match step {
             SsoStep::Respond(reply) => Decision::Respond(reply),
@@ -193,14 +184,7 @@ impl Engine {
                     // The session's token no longer verifies (keys rotated away, expired past
                     // the skew): a page load signs in again instead of showing the 401.
                     Decision::Respond(r) if r.status == 401 && sso::is_browser_navigation(req) => {
-                        if let Some(sso) = self.sso.as_mut() {
-                            let mut cx = sso::Ctx {
-                                keys: &mut self.keys,
-                                crypto,
-                                rng: &mut *self.random,
-                                now_ms,
-                                metrics: &mut *metrics,
-                            };
+                        if let Some((sso, mut cx)) = self.sso_stage(crypto, now_ms, metrics) {
                             return match sso.sign_in_again(req, &mut state.sso, &mut cx) {
                                 SsoStep::Wait(w) => Decision::Wait(w),
                                 SsoStep::Respond(reply) => Decision::Respond(reply),
@@ -216,6 +200,25 @@ impl Engine {
                 d
             }
         }
+    }
+
+    /// The single sign-on stage and what it may use, borrowed apart from the rest of the engine
+    /// (None without `oidc`).
+    fn sso_stage<'a>(
+        &'a mut self,
+        crypto: &'a dyn SignatureBackend,
+        now_ms: u64,
+        metrics: &'a mut dyn MetricSink,
+    ) -> Option<(&'a mut Sso, sso::Ctx<'a>)> {
+        let sso = self.sso.as_mut()?;
+        let cx = sso::Ctx {
+            keys: &mut self.keys,
+            crypto,
+            rng: &mut *self.random,
+            now_ms,
+            metrics,
+        };
+        Some((sso, cx))
     }
 
     /// A paused request ended (answered, or its client went away): drop what it held.
