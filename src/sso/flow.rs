@@ -317,8 +317,7 @@ impl Sso {
         let target = match self.token_endpoint(cx.now_ms) {
             Lookup::Ready(t) => t,
             Lookup::Wait(call) => {
-                *cont = Some(Continuation::Refresh);
-                return Step::Wait(self.wait_on(WaitKey::SsoDiscovery, call.into_iter().collect()));
+                return self.wait_for_discovery(call, cont, Continuation::Refresh)
             }
             Lookup::Unavailable => {
                 let outcome = TokenOutcome::Unavailable("provider endpoints unknown".into());
@@ -433,8 +432,7 @@ impl Sso {
         let authorization = match self.authorization_endpoint(cx.now_ms) {
             Lookup::Ready(u) => u,
             Lookup::Wait(call) => {
-                *cont = Some(Continuation::Discovery);
-                return Step::Wait(self.wait_on(WaitKey::SsoDiscovery, call.into_iter().collect()));
+                return self.wait_for_discovery(call, cont, Continuation::Discovery)
             }
             Lookup::Unavailable => {
                 return self.deny(
@@ -591,8 +589,7 @@ impl Sso {
         let target = match self.token_endpoint(cx.now_ms) {
             Lookup::Ready(t) => t,
             Lookup::Wait(call) => {
-                *cont = Some(Continuation::Discovery);
-                return Step::Wait(self.wait_on(WaitKey::SsoDiscovery, call.into_iter().collect()));
+                return self.wait_for_discovery(call, cont, Continuation::Discovery)
             }
             Lookup::Unavailable => {
                 return self.deny(req, SsoError::ProviderUnavailable, None, clear, cx.metrics)
@@ -781,8 +778,7 @@ impl Sso {
         let end_session = match self.end_session_endpoint(cx.now_ms) {
             Lookup::Ready(e) => e,
             Lookup::Wait(call) => {
-                *cont = Some(Continuation::Discovery);
-                return Step::Wait(self.wait_on(WaitKey::SsoDiscovery, call.into_iter().collect()));
+                return self.wait_for_discovery(call, cont, Continuation::Discovery)
             }
             // The local session ends in any case.
             Lookup::Unavailable => None,
@@ -1066,6 +1062,17 @@ impl Sso {
             );
         }
         cookies
+    }
+
+    /// Waits for the provider's discovery document; the request then runs again from `resume_at`.
+    fn wait_for_discovery(
+        &self,
+        call: Option<HttpCall>,
+        cont: &mut Option<Continuation>,
+        resume_at: Continuation,
+    ) -> Step {
+        *cont = Some(resume_at);
+        Step::Wait(self.wait_on(WaitKey::SsoDiscovery, call.into_iter().collect()))
     }
 
     fn wait_on(&self, key: WaitKey, calls: Vec<HttpCall>) -> Wait {
