@@ -156,16 +156,17 @@ pub fn send_reply(reply: &Reply) {
 }
 
 /// A defined proxy-wasm counter and the increments not yet handed to the host.
-#[derive(Clone, Copy)]
 struct Counter {
     id: u32,
     pending: u64,
 }
 
-type Slots<const N: usize> = [Option<Counter>; N];
+/// Where a metric's counter is in [`HostMetrics::counters`], once defined.
+type Slots<const N: usize> = [Option<usize>; N];
 
-/// proxy-wasm counters, defined on first use. Ids are kept by [`Slot`] (an array index, or the
-/// policy name and kind) so counting on the request path neither formats nor hashes a stat name.
+/// proxy-wasm counters, defined on first use. Each is found by [`Slot`] (an array index, or the
+/// policy name and kind) so counting on the request path neither formats a stat name nor makes
+/// more than one lookup.
 ///
 /// Increments are batched per VM (one VM per Envoy worker) and handed to Envoy by [`flush`] at
 /// the end of every root callback — the tick comes every 0.5 s — so a counter may lag the
@@ -174,20 +175,19 @@ type Slots<const N: usize> = [Option<Counter>; N];
 ///
 /// [`flush`]: HostMetrics::flush
 pub struct HostMetrics {
+    counters: Vec<Counter>,
     fixed: Slots<{ FIXED_SLOTS + 1 }>,
     policy: HashMap<Box<str>, Slots<POLICY_KINDS>, FixedState>,
     egress: HashMap<Box<str>, Slots<EGRESS_KINDS>, FixedState>,
-    /// Some increment is waiting for [`HostMetrics::flush`].
-    dirty: bool,
 }
 
 impl Default for HostMetrics {
     fn default() -> Self {
         HostMetrics {
+            counters: Vec::new(),
             fixed: [None; FIXED_SLOTS + 1],
             policy: HashMap::default(),
             egress: HashMap::default(),
-            dirty: false,
         }
     }
 }
@@ -204,40 +204,43 @@ fn define(name: &str) -> Option<Counter> {
 
 impl HostMetrics {
     fn counter(&mut self, metric: Metric<'_>) -> Option<&mut Counter> {
-        let cached = match metric.slot() {
-            Slot::Fixed(i) => self.fixed.get_mut(i)?,
-            Slot::Policy(p, kind) => {
-                // One lookup for a counter already defined (the request path).
-                if self
-                    .policy
-                    .get(p)
-                    .is_some_and(|c| matches!(c.get(kind), Some(Some(_))))
-                {
-                    return self.policy.get_mut(p)?.get_mut(kind)?.as_mut();
-                }
-                self.policy
-                    .entry(p.into())
-                    .or_insert([None; POLICY_KINDS])
-                    .get_mut(kind)?
-            }
-            Slot::Egress(t, kind) => {
-                if self
-                    .egress
-                    .get(t)
-                    .is_some_and(|c| matches!(c.get(kind), Some(Some(_))))
-                {
-                    return self.egress.get_mut(t)?.get_mut(kind)?.as_mut();
-                }
-                self.egress
-                    .entry(t.into())
-                    .or_insert([None; EGRESS_KINDS])
-                    .get_mut(kind)?
-            }
+        let defined = match metric.slot() {
+            Slot::Fixed(i) => self.fixed.get(i).copied().flatten(),
+            Slot::Policy(p, kind) => self
+                .policy
+                .get(p)
+                .and_then(|s| s.get(kind).copied().flatten()),
+            Slot::Egress(t, kind) => self
+                .egress
+                .get(t)
+                .and_then(|s| s.get(kind).copied().flatten()),
         };
-        if cached.is_none() {
-            *cached = define(&metric.name());
-        }
-        cached.as_mut()
+        let index = match defined {
+            Some(i) => i,
+            None => self.define(metric)?,
+        };
+        self.counters.get_mut(index)
+    }
+
+    /// Defines a metric's counter (first use; retried on the next use if the host refused).
+    fn define(&mut self, metric: Metric<'_>) -> Option<usize> {
+        let slot = match metric.slot() {
+            Slot::Fixed(i) => self.fixed.get_mut(i)?,
+            Slot::Policy(p, kind) => self
+                .policy
+                .entry(p.into())
+                .or_insert([None; POLICY_KINDS])
+                .get_mut(kind)?,
+            Slot::Egress(t, kind) => self
+                .egress
+                .entry(t.into())
+                .or_insert([None; EGRESS_KINDS])
+                .get_mut(kind)?,
+        };
+        self.counters.push(define(&metric.name())?);
+        let index = self.counters.len() - 1;
+        *slot = Some(index);
+        Some(index)
     }
 
     /// Defines the fixed counters up front so they show up as 0 before the first event (the
@@ -278,17 +281,7 @@ impl HostMetrics {
 
     /// Hands the batched increments to Envoy: one host call per counter that changed.
     pub fn flush(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        self.dirty = false;
-        let counters = self
-            .fixed
-            .iter_mut()
-            .chain(self.policy.values_mut().flat_map(|c| c.iter_mut()))
-            .chain(self.egress.values_mut().flat_map(|c| c.iter_mut()))
-            .flatten();
-        for c in counters.filter(|c| c.pending > 0) {
+        for c in self.counters.iter_mut().filter(|c| c.pending > 0) {
             if let Err(e) = hostcalls::increment_metric(c.id, c.pending as i64) {
                 log::warn!("cannot increment metric {}: {e:?}", c.id);
             }
@@ -301,7 +294,6 @@ impl MetricSink for HostMetrics {
     fn increment(&mut self, metric: Metric<'_>) {
         if let Some(c) = self.counter(metric) {
             c.pending += 1;
-            self.dirty = true;
         }
     }
 }
