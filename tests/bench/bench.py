@@ -593,6 +593,14 @@ def pool_file(files: dict[str, Path], name: str) -> Path:
     return files[base] if base in SSO_CONFIGS else files[spec(name)[1]]
 
 
+def parse_variant(v: str) -> tuple[str, Path]:
+    """`--variant NAME=PATH` → (NAME, absolute PATH); ValueError when malformed."""
+    name, _, path = v.partition("=")
+    if not name or not path or "@" in name:
+        raise ValueError(f"--variant wants NAME=PATH, got {v!r}")
+    return name, Path(path).resolve()
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -646,12 +654,13 @@ def main() -> int:
     wasm = Path(args.wasm).resolve()  # Envoy runs in its own work directory
     wasm_of = {n: wasm for n in names}
     for v in args.variant:
-        vname, _, vpath = v.partition("=")
-        if not vname or not vpath or "@" in vname:
-            ap.error(f"--variant wants NAME=PATH, got {v!r}")
+        try:
+            vname, vpath = parse_variant(v)
+        except ValueError as e:
+            ap.error(str(e))
         for n in [n for n in names if "@" not in n and n.startswith("meshgate")]:
             names.append(f"{n}@{vname}")
-            wasm_of[f"{n}@{vname}"] = Path(vpath).resolve()
+            wasm_of[f"{n}@{vname}"] = vpath
     for n in names:
         if n.startswith(("meshgate", "egress_meshgate")) and not wasm_of[n].is_file():
             log(f"{wasm_of[n]} missing: run `make build`")

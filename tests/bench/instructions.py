@@ -153,11 +153,13 @@ def main() -> int:
         return 2
     wasm_of = {"meshgate_same": args.wasm}
     for v in args.variant:
-        label, _, path = v.partition("=")
-        if not label or not Path(path).is_file():
-            log(f"--variant {v!r}: expected NAME=PATH of an existing .wasm")
-            return 2
-        wasm_of[f"meshgate_same@{label}"] = path
+        try:
+            label, path = bench.parse_variant(v)
+        except ValueError as e:
+            ap.error(str(e))
+        if not path.is_file():
+            ap.error(f"--variant {v!r}: no .wasm at {path}")
+        wasm_of[f"meshgate_same@{label}"] = str(path)
         names.append(f"meshgate_same@{label}")
 
     mat = bench.make_material(REPO / "target" / "bench", 1)
